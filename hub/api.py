@@ -1,0 +1,82 @@
+"""The REST routes for the AI side and for scripts.
+
+``POST /api/workspaces/{id}/tools/{method}`` answers with the client's answer
+in the typed-envelope payload form, so REST callers see the same shape the
+original schema describes: ``{"status": "success", ...}`` or
+``{"status": "error", "error_message": ..., "error_code": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from hub.registry import CallTimeout, Registry, WorkspaceGone
+from hub.settings import HubSettings
+from schemas.envelope import error_payload, success_payload
+from schemas.jsonrpc import ErrorResponse
+from schemas.tools import TOOLS, ExecuteCommandParams, Params, tools_for_llm
+
+
+def _validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def call_timeout(settings: HubSettings, params: Params) -> float:
+    """How long a caller waits: a command's own timeout plus a margin, else the file-call timeout."""
+    if isinstance(params, ExecuteCommandParams):
+        return params.timeout + settings.command_timeout_margin
+    return settings.call_timeout
+
+
+def build_router(registry: Registry, settings: HubSettings, require_token: Callable[..., Any]) -> APIRouter:
+    router = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
+
+    @router.get("/workspaces")
+    async def list_workspaces() -> list[dict[str, Any]]:
+        return [w.describe() for w in registry.all()]
+
+    @router.get("/tools")
+    async def list_tools() -> list[dict[str, Any]]:
+        return tools_for_llm()
+
+    @router.post("/workspaces/{workspace_id}/tools/{method}")
+    async def call_tool(workspace_id: str, method: str, request: Request) -> JSONResponse:
+        workspace = registry.find(workspace_id)
+        if workspace is None:
+            raise HTTPException(404, f"no connected workspace {workspace_id!r}")
+        spec = TOOLS.get(method)
+        if spec is None:
+            raise HTTPException(404, f"no tool {method!r}; the tools are {sorted(TOOLS)}")
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else {}
+        except (ValueError, RecursionError):
+            raise HTTPException(422, "the body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise HTTPException(422, "the body must be a JSON object of params")
+        try:
+            params = spec.params.model_validate(body)
+        except ValidationError as exc:
+            raise HTTPException(422, _validation_detail(exc)) from None
+        try:
+            answer = await workspace.call(
+                method, params.model_dump(exclude_unset=True), timeout=call_timeout(settings, params)
+            )
+        except CallTimeout as exc:
+            raise HTTPException(504, str(exc)) from None
+        except WorkspaceGone as exc:
+            raise HTTPException(502, str(exc)) from None
+        if isinstance(answer, ErrorResponse):
+            return JSONResponse(error_payload(answer.error))
+        return JSONResponse(success_payload(answer.result))
+
+    return router

@@ -1,0 +1,145 @@
+"""Connected workspaces and their calls in flight.
+
+A :class:`Workspace` takes a ``send`` callable, not a WebSocket, so it is
+tested without FastAPI. Calls in flight are a dict of futures keyed by
+request id: answers may come in any order; each call waits under its own
+timeout and removes its future in ``finally``; when the socket goes,
+:meth:`Workspace.fail_all` fails every waiting call at once. Answers to ids we
+no longer wait for (late, unknown) are logged and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.framing import Framing, encode_frame
+from schemas.jsonrpc import ErrorResponse, Message, Request, RequestId, Response
+
+log = logging.getLogger("aihub.hub")
+
+Send = Callable[[str], Awaitable[None]]
+
+
+class WorkspaceGone(Exception):
+    """The client went away before answering."""
+
+
+class CallTimeout(Exception):
+    """No answer within the call's timeout."""
+
+
+@dataclass(eq=False)
+class Workspace:
+    """One connected client and the calls waiting for its answers."""
+
+    name: str
+    framing: Framing
+    send: Send
+    client: str | None = None
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    connected_at: float = field(default_factory=time.time)
+    _pending: dict[str, asyncio.Future[Response | ErrorResponse]] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _closed: BaseException | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "framing": self.framing.value,
+            "client": self.client,
+            "connected_at": self.connected_at,
+            "in_flight": len(self._pending),
+        }
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def _next_id(self) -> RequestId:
+        n = next(self._ids)
+        # The original schema's examples use string ids; JSON-RPC peers get integers.
+        return str(n) if self.framing is Framing.ENVELOPE else n
+
+    async def call(self, method: str, params: dict[str, Any], timeout: float) -> Response | ErrorResponse:
+        """Send a request and wait for its answer.
+
+        Raises :class:`CallTimeout` or :class:`WorkspaceGone`.
+        """
+        if self._closed is not None:
+            raise WorkspaceGone("the workspace's client is no longer connected")
+        request_id = self._next_id()
+        key = str(request_id)
+        future: asyncio.Future[Response | ErrorResponse] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            try:
+                await self.send(encode_frame(Request(id=request_id, method=method, params=params), self.framing))
+            except Exception as exc:
+                raise WorkspaceGone("the workspace's client is no longer connected") from exc
+            try:
+                return await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                raise CallTimeout(f"{method}: no answer from the client within {timeout:g} s") from None
+        finally:
+            self._pending.pop(key, None)
+
+    def is_waiting(self, request_id: RequestId) -> bool:
+        return str(request_id) in self._pending
+
+    def on_answer(self, answer: Response | ErrorResponse) -> None:
+        """Hand an answer to the call waiting for it; drop it if none is."""
+        future = self._pending.get(str(answer.id)) if answer.id is not None else None
+        if future is None or future.done():
+            log.warning("workspace %s: dropping an answer for unknown or expired id %r", self.id, answer.id)
+            return
+        future.set_result(answer)
+
+    def fail_all(self, reason: str) -> None:
+        """Fail every waiting call at once; later calls fail immediately."""
+        self._closed = WorkspaceGone(reason)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(WorkspaceGone(reason))
+        self._pending.clear()
+
+
+class Registry:
+    """The workspaces connected now."""
+
+    def __init__(self) -> None:
+        self._workspaces: dict[str, Workspace] = {}
+
+    def add(self, workspace: Workspace) -> None:
+        self._workspaces[workspace.id] = workspace
+
+    def remove(self, workspace: Workspace) -> None:
+        if self._workspaces.get(workspace.id) is workspace:
+            del self._workspaces[workspace.id]
+
+    def get(self, workspace_id: str) -> Workspace | None:
+        return self._workspaces.get(workspace_id)
+
+    def find(self, id_or_name: str) -> Workspace | None:
+        """By id, else the most recently connected workspace of that name."""
+        if found := self._workspaces.get(id_or_name):
+            return found
+        named = [w for w in self._workspaces.values() if w.name == id_or_name]
+        return max(named, key=lambda w: w.connected_at) if named else None
+
+    def all(self) -> list[Workspace]:
+        return list(self._workspaces.values())
+
+    def __len__(self) -> int:
+        return len(self._workspaces)
+
+
+def is_answer(message: Message) -> bool:
+    return isinstance(message, Response | ErrorResponse)

@@ -1,0 +1,175 @@
+"""The ``/ws/workspace`` route: handshake, then frames in and out of one workspace.
+
+1. The token is checked on the HTTP upgrade, before ``accept``: a refused
+   client never gets a WebSocket (closing before accept is an HTTP 403).
+2. The client must send ``initialize`` first, in either framing, within the
+   handshake timeout; anything else closes the socket with 1008 and a reason.
+3. Then every frame is decoded in the connection's framing: answers go to
+   the calls waiting for them, anything else gets an error answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+from starlette.websockets import WebSocketState
+
+from hub.registry import Registry, Workspace
+from hub.settings import HubSettings
+from schemas.errors import ErrorCode
+from schemas.framing import Framing, decode_frame, decode_value, detect_framing, encode_frame, load_json
+from schemas.jsonrpc import (
+    ErrorResponse,
+    Malformed,
+    Message,
+    Notification,
+    Request,
+    Response,
+    error_response,
+)
+from schemas.tools import InitializeParams
+
+log = logging.getLogger("aihub.hub")
+
+POLICY_VIOLATION = 1008
+HUB_VERSION = "aihub/0.1"
+
+
+class HandshakeFailed(Exception):
+    def __init__(self, reason: str, answer: ErrorResponse | None = None, framing: Framing | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.answer = answer
+        self.framing = framing
+
+
+async def _receive_text(ws: WebSocket) -> str | bytes | None:
+    """The next frame's data, or ``None`` when the client disconnected."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        return None
+    text: str | None = message.get("text")
+    return text if text is not None else bytes(message.get("bytes") or b"")
+
+
+async def _handshake(ws: WebSocket, timeout: float) -> tuple[Framing, Request, InitializeParams]:
+    try:
+        async with asyncio.timeout(timeout):
+            frame = await _receive_text(ws)
+    except TimeoutError:
+        raise HandshakeFailed(f"no initialize within {timeout:g} s") from None
+    if frame is None:
+        raise WebSocketDisconnect()
+    if isinstance(frame, bytes):
+        raise HandshakeFailed("expected initialize as a JSON text frame, got a binary frame")
+    value = load_json(frame)
+    framing = detect_framing(value)
+    if isinstance(value, Malformed) or framing is None:
+        raise HandshakeFailed("expected initialize as JSON-RPC 2.0 or a typed envelope")
+    message = decode_value(value, framing)
+    if not isinstance(message, Request) or message.method != "initialize":
+        answer_id = message.id if isinstance(message, Malformed | Request | Response | ErrorResponse) else None
+        reason = "the first message must be an initialize request"
+        raise HandshakeFailed(reason, error_response(answer_id, ErrorCode.INVALID_REQUEST, reason), framing)
+    try:
+        params = InitializeParams.model_validate(message.params or {})
+    except ValidationError as exc:
+        reason = "initialize: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise HandshakeFailed(reason, error_response(message.id, ErrorCode.INVALID_PARAMS, reason), framing) from None
+    return framing, message, params
+
+
+def build_router(
+    registry: Registry,
+    settings: HubSettings,
+    authorize: Callable[[str | None], bool],
+) -> APIRouter:
+    router = APIRouter()
+
+    @router.websocket("/ws/workspace")
+    async def workspace_socket(ws: WebSocket) -> None:
+        if not authorize(ws.headers.get("authorization")):
+            await ws.close(code=POLICY_VIOLATION, reason="missing or wrong token")
+            return
+        await ws.accept()
+        try:
+            framing, request, params = await _handshake(ws, settings.handshake_timeout)
+        except HandshakeFailed as exc:
+            log.info("refusing a workspace connection: %s", exc.reason)
+            if exc.answer is not None and exc.framing is not None:
+                with contextlib.suppress(Exception):
+                    await ws.send_text(encode_frame(exc.answer, exc.framing, method="initialize"))
+            with contextlib.suppress(Exception):
+                await ws.close(code=POLICY_VIOLATION, reason=exc.reason[:120])
+            return
+        except WebSocketDisconnect:
+            return
+
+        send_lock = asyncio.Lock()
+
+        async def send(text: str) -> None:
+            async with send_lock:
+                await ws.send_text(text)
+
+        workspace = Workspace(name=params.workspace, framing=framing, send=send, client=params.client)
+        registry.add(workspace)
+        log.info("workspace %s (%r) connected, framing %s", workspace.id, workspace.name, framing.value)
+        try:
+            await send(
+                encode_frame(
+                    Response(id=request.id, result={"workspace_id": workspace.id, "hub": HUB_VERSION}),
+                    framing,
+                    method="initialize",
+                )
+            )
+            await _pump(ws, workspace, send)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            registry.remove(workspace)
+            workspace.fail_all("the workspace's client disconnected before answering")
+            log.info("workspace %s (%r) disconnected", workspace.id, workspace.name)
+            if ws.application_state is WebSocketState.CONNECTED:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+
+    return router
+
+
+async def _pump(ws: WebSocket, workspace: Workspace, send: Callable[[str], Any]) -> None:
+    """Read frames until the client goes away."""
+    while True:
+        frame = await _receive_text(ws)
+        if frame is None:
+            return
+        if isinstance(frame, bytes):
+            await send(encode_frame(error_response(None, ErrorCode.INVALID_REQUEST, "binary frames are not accepted"), workspace.framing))
+            continue
+        message: Message | Malformed = decode_frame(frame, workspace.framing)
+        if isinstance(message, Response | ErrorResponse):
+            workspace.on_answer(message)
+        elif isinstance(message, Request):
+            await send(
+                encode_frame(
+                    error_response(message.id, ErrorCode.METHOD_NOT_FOUND, f"the hub serves no method {message.method!r}"),
+                    workspace.framing,
+                    method=message.method,
+                )
+            )
+        elif isinstance(message, Notification):
+            log.debug("workspace %s: notification %s", workspace.id, message.method)
+        else:
+            log.info("workspace %s: malformed frame: %s", workspace.id, message.message)
+            if message.id is not None and workspace.is_waiting(message.id):
+                # A broken answer still ends the call it was meant for, rather than a timeout.
+                workspace.on_answer(
+                    error_response(message.id, ErrorCode.INTERNAL_ERROR, f"malformed answer from the client: {message.message}")
+                )
+            else:  # JSON-RPC answers a parse error with id null; answers are never answered back
+                await send(encode_frame(error_response(message.id, message.code, message.message), workspace.framing))

@@ -1,0 +1,102 @@
+"""``aihub-client``: connect one project folder to the hub.
+
+    aihub-client [--hub URL] [--root DIR] [--name NAME] [--token T]
+                 [--dangerous ask|deny|allow] [--read-only]
+
+Exit status: 0 stopped by the user, 1 other failure, 2 bad usage, 3 bad root,
+4 token refused, 5 handshake refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rpc_client.dispatcher import ClientContext
+from rpc_client.errors import BadRoot, ClientExit, UsageError
+from rpc_client.policy import CommandPolicy, DangerousMode, TerminalApprover
+from rpc_client.sandbox import Sandbox, SandboxError
+from rpc_client.transport import HubTarget, run_until_stopped
+
+DEFAULT_HUB = "ws://127.0.0.1:8765/ws/workspace"
+
+
+def default_token_file() -> Path:
+    """``$AIHUB_HOME/token``, ``~/.aihub/token`` by default (the hub writes it)."""
+    return Path(os.environ.get("AIHUB_HOME") or Path.home() / ".aihub") / "token"
+
+
+def find_token(flag: str | None) -> str:
+    """``--token``, else ``AIHUB_TOKEN``, else the token file."""
+    if flag:
+        return flag
+    if token := os.environ.get("AIHUB_TOKEN"):
+        return token
+    path = default_token_file()
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        token = ""
+    if not token:
+        raise UsageError(f"no token: pass --token, set AIHUB_TOKEN, or start the hub once to create {path}")
+    return token
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aihub-client", description="Connect a project folder to an AI Hub.")
+    p.add_argument("--hub", default=DEFAULT_HUB, help=f"the hub's WebSocket URL (default {DEFAULT_HUB})")
+    p.add_argument("--root", default=".", help="the project folder the AI may work in (default: current folder)")
+    p.add_argument("--name", help="the workspace's name (default: the root folder's name)")
+    p.add_argument("--token", help="the hub's token (default: AIHUB_TOKEN, then $AIHUB_HOME/token)")
+    p.add_argument(
+        "--dangerous",
+        choices=[m.value for m in DangerousMode],
+        default=DangerousMode.ASK.value,
+        help="dangerous commands: ask on this terminal (default), deny, or allow",
+    )
+    p.add_argument("--read-only", action="store_true", help="refuse write_file and every command")
+    p.add_argument("--approval-timeout", type=float, default=120.0, help="seconds to wait for a yes (default 120)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    return p
+
+
+def report(line: str) -> None:
+    print(f"aihub-client: {line}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="aihub-client: %(message)s")
+    try:
+        token = find_token(args.token)
+        if not args.hub.startswith(("ws://", "wss://")):
+            raise UsageError(f"--hub must be a ws:// or wss:// URL, not {args.hub!r}")
+        try:
+            sandbox = Sandbox(args.root)
+        except SandboxError as exc:
+            raise BadRoot(f"--root {args.root!r}: {exc.message}") from None
+        name = args.name or sandbox.root.name or "root"
+        mode = DangerousMode(args.dangerous)
+        policy = CommandPolicy(mode, read_only=args.read_only, approver=TerminalApprover(timeout=args.approval_timeout))
+        ctx = ClientContext(sandbox=sandbox, policy=policy, report=report)
+        report(
+            f"serving {sandbox.root} as {name!r}; dangerous commands: {mode.value}"
+            + ("; read-only" if args.read_only else "")
+        )
+        with sandbox:
+            asyncio.run(run_until_stopped(HubTarget(args.hub, token, name), ctx, report=report))
+        return 0
+    except ClientExit as exc:
+        report(exc.message)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        report("stopped")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""execute_command: a shell command in the workspace root, bounded in time and output.
+
+The command runs in a new session (its own process group) with stdin closed.
+On timeout, cancellation or normal exit the whole group is killed, so nothing
+the command started is left behind. Output beyond the cap keeps its head and
+its tail, with a marker in the middle saying how much was cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schemas.errors import ErrorCode, RpcError
+
+#: Variables never passed on to a command: the client's own credentials.
+SECRET_ENV = ("AIHUB_TOKEN",)
+#: How long to wait for the pipes to close once the process group is dead.
+DRAIN_GRACE_S = 2.0
+_CHUNK = 64 * 1024
+
+
+@dataclass
+class OutputBuffer:
+    """Keeps the first and last ``cap // 2`` bytes of a stream."""
+
+    cap: int
+    head: bytearray = field(default_factory=bytearray)
+    tail: deque[bytes] = field(default_factory=deque)
+    tail_bytes: int = 0
+    total: int = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.cap // 2 - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if not chunk:
+            return
+        self.tail.append(chunk)
+        self.tail_bytes += len(chunk)
+        limit = self.cap - self.cap // 2
+        while self.tail_bytes - len(self.tail[0]) >= limit:
+            self.tail_bytes -= len(self.tail.popleft())
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > self.cap
+
+    def text(self) -> str:
+        tail = b"".join(self.tail)
+        if not self.truncated:
+            return (bytes(self.head) + tail).decode("utf-8", errors="replace")
+        keep = self.cap - self.cap // 2
+        tail = tail[-keep:] if keep else b""
+        cut = self.total - len(self.head) - len(tail)
+        marker = f"\n[... {cut} bytes of output cut here; {self.total} bytes in all ...]\n"
+        return bytes(self.head).decode("utf-8", errors="replace") + marker + tail.decode("utf-8", errors="replace")
+
+
+def command_env() -> dict[str, str]:
+    """The client's environment without its own secrets."""
+    return {key: value for key, value in os.environ.items() if key not in SECRET_ENV}
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+async def _pump(stream: asyncio.StreamReader | None, buffer: OutputBuffer) -> None:
+    if stream is None:
+        return
+    while chunk := await stream.read(_CHUNK):
+        buffer.feed(chunk)
+
+
+async def run_command(command: str, *, cwd: Path, timeout: float, output_cap: int) -> dict[str, Any]:
+    """Run ``command`` through ``/bin/sh`` in ``cwd``; the result fields of execute_command.
+
+    A non-zero exit is a normal result. A timeout raises ``RpcError(TIMEOUT)``
+    whose data holds what the command printed so far; a command that cannot
+    start raises ``RpcError(CANNOT_START)``.
+    """
+    started = time.monotonic()
+    try:
+        process = await asyncio.create_subprocess_shell(
+            command,
+            cwd=cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            env=command_env(),
+        )
+    except OSError as exc:
+        raise RpcError(ErrorCode.CANNOT_START, f"the command could not start: {exc.strerror}") from None
+    out, err = OutputBuffer(output_cap), OutputBuffer(output_cap)
+    pumps = asyncio.gather(_pump(process.stdout, out), _pump(process.stderr, err))
+    timed_out = False
+    try:
+        try:
+            await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            timed_out = True
+    finally:
+        # Normal exit, timeout or cancellation: nothing of the group survives.
+        _kill_group(process.pid)
+        try:
+            await asyncio.wait_for(asyncio.shield(pumps), DRAIN_GRACE_S)
+        except (TimeoutError, asyncio.CancelledError):
+            # A process that left the group still holds a pipe: stop reading.
+            pumps.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pumps
+        if process.returncode is None:
+            await process.wait()
+    fields: dict[str, Any] = {
+        "stdout": out.text(),
+        "stderr": err.text(),
+        "duration_ms": round((time.monotonic() - started) * 1000, 1),
+    }
+    if out.truncated or err.truncated:
+        fields["truncated"] = True
+    if timed_out:
+        fields["exit_code"] = None
+        raise RpcError(
+            ErrorCode.TIMEOUT,
+            f"the command timed out after {timeout:g} s and was killed with its process group",
+            fields,
+        )
+    code = process.returncode
+    assert code is not None
+    if code < 0:  # killed by a signal: report it as a shell would (128 + N)
+        fields["signal"] = signal.Signals(-code).name
+        code = 128 - code
+    fields["exit_code"] = code
+    return fields

@@ -1,0 +1,147 @@
+"""Serving the hub's requests: an explicit jsonrpcserver methods dict and a context object.
+
+Every method validates its params with the models of ``schemas.tools`` and
+turns failures into wire errors in one place (:func:`_serve`): our own
+``RpcError`` keeps its code and message, a validation error becomes
+INVALID_PARAMS with the field errors, anything else becomes INTERNAL_ERROR
+with a generic message (the details go to the local log, never to the peer).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import anyio.to_thread
+from jsonrpcserver import Success, async_dispatch
+from jsonrpcserver.exceptions import JsonRpcError
+from pydantic import ValidationError
+
+from rpc_client import commands, files
+from rpc_client.policy import CommandPolicy
+from rpc_client.sandbox import Sandbox
+from schemas.errors import ErrorCode, RpcError, error_name
+from schemas.framing import dump_json
+from schemas.tools import ExecuteCommandParams, ListFilesParams, Params, ReadFilesParams, WriteFileParams
+
+log = logging.getLogger("aihub.client")
+P = TypeVar("P", bound=Params)
+
+
+@dataclass
+class ClientContext:
+    """What every method needs: the sandbox, the policy and the limits."""
+
+    sandbox: Sandbox
+    policy: CommandPolicy
+    limits: files.FileLimits = field(default_factory=files.FileLimits)
+    output_cap: int = 1024 * 1024
+    report: Callable[[str], None] = print
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    """Field errors in a JSON-safe form, without the input values (they may be huge)."""
+    return [
+        {"loc": [str(p) for p in error["loc"]], "msg": error["msg"], "type": error["type"]}
+        for error in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def _validated(model: type[P], params: dict[str, Any]) -> P:
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        raise RpcError(ErrorCode.INVALID_PARAMS, "invalid params", {"errors": validation_details(exc)}) from None
+
+
+def _summary(method: str, params: dict[str, Any]) -> str:
+    if method == "read_files" and isinstance(params.get("files"), list):
+        names = [str(f) for f in params["files"][:3]]
+        more = len(params["files"]) - len(names)
+        return ", ".join(names) + (f" (+{more})" if more > 0 else "")
+    value = params.get("command", params.get("path", ""))
+    text = str(value).replace("\n", "\\n")
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+async def _serve(
+    ctx: ClientContext, method: str, params: dict[str, Any], work: Callable[[], Awaitable[dict[str, Any]]]
+) -> Any:
+    """Run one method and log one line; the only place exceptions become wire errors."""
+    started = time.monotonic()
+    status = "ok"
+    try:
+        return Success(await work())
+    except RpcError as exc:
+        status = error_name(exc.code)
+        raise JsonRpcError(exc.code, exc.message, exc.data) from None
+    except Exception:
+        status = "internal_error"
+        log.exception("%s failed", method)
+        raise JsonRpcError(ErrorCode.INTERNAL_ERROR, f"{method} failed in the client (see the client's log)") from None
+    finally:
+        elapsed = (time.monotonic() - started) * 1000
+        ctx.report(f"{time.strftime('%H:%M:%S')} {method} {_summary(method, params)} -> {status} ({elapsed:.1f} ms)")
+
+
+def _in_thread(fn: Callable[..., dict[str, Any]], *args: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
+    async def work() -> dict[str, Any]:
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    return work
+
+
+async def list_files(ctx: ClientContext, **params: Any) -> Any:
+    async def work() -> dict[str, Any]:
+        p = _validated(ListFilesParams, params)
+        return await _in_thread(files.list_files, ctx.sandbox, p)()
+
+    return await _serve(ctx, "list_files", params, work)
+
+
+async def read_files(ctx: ClientContext, **params: Any) -> Any:
+    async def work() -> dict[str, Any]:
+        p = _validated(ReadFilesParams, params)
+        return await _in_thread(files.read_files, ctx.sandbox, p, ctx.limits)()
+
+    return await _serve(ctx, "read_files", params, work)
+
+
+async def write_file(ctx: ClientContext, **params: Any) -> Any:
+    async def work() -> dict[str, Any]:
+        p = _validated(WriteFileParams, params)
+        ctx.policy.check_write(p.path)
+        return await _in_thread(files.write_file, ctx.sandbox, p, ctx.limits)()
+
+    return await _serve(ctx, "write_file", params, work)
+
+
+async def execute_command(ctx: ClientContext, **params: Any) -> Any:
+    async def work() -> dict[str, Any]:
+        p = _validated(ExecuteCommandParams, params)
+        await ctx.policy.check_command(p.command)
+        return await commands.run_command(
+            p.command, cwd=ctx.sandbox.root, timeout=p.timeout, output_cap=ctx.output_cap
+        )
+
+    return await _serve(ctx, "execute_command", params, work)
+
+
+METHODS: dict[str, Callable[..., Awaitable[Any]]] = {
+    "list_files": list_files,
+    "read_files": read_files,
+    "write_file": write_file,
+    "execute_command": execute_command,
+}
+
+
+async def dispatch(ctx: ClientContext, text: str) -> str:
+    """Answer one JSON-RPC request text; ``""`` for a notification (send nothing)."""
+    response: str = await async_dispatch(text, methods=METHODS, context=ctx, serializer=dump_json)
+    return response
+
+
+__all__ = ["METHODS", "ClientContext", "dispatch"]

@@ -1,0 +1,688 @@
+"""The workspace sandbox: every file the AI reads, writes or lists goes through here.
+
+The promise is simple: a path given by the AI names something inside ONE folder (the
+workspace root, pinned when the client starts) or it is refused.  Nothing outside that
+folder can be read, written, listed or even probed, whatever the route: ``..`` past the
+root, absolute paths, symbolic links in the last or any parent component (also links
+made after start-up or swapped in while we work), same-prefix siblings such as
+``../root-evil``, or ``/proc/self/root``-style magic links.
+
+How
+---
+Paths are never handed to the kernel whole.  A path is split into components (without
+``os.path.normpath``: ``link/..`` must be judged by where ``link`` points, not
+lexically) and walked one component at a time from a duplicate of a file descriptor held
+on the root for the sandbox's whole life.  Each step is
+``openat(dir, component, O_PATH | O_NOFOLLOW)`` followed by ``fstat``, so the kernel never
+follows a link for us and a link swapped in after a check cannot redirect an open.  The
+walker keeps a stack of directory descriptors: ``..`` pops it and is refused at the
+root.  A symbolic link is read with ``readlinkat`` and its target spliced in front of the
+remaining components: a relative target continues from the link's directory, an
+absolute target is accepted only if it lies under the root (its real path or the path
+it was given as) and then restarts from the root.  At most ``MAX_LINK_FOLLOWS`` links are
+followed per path.
+
+Files are opened for reading with ``O_NONBLOCK | O_NOFOLLOW | O_NOCTTY`` relative to the
+verified parent directory and checked with ``fstat`` against the handle that was judged,
+so a FIFO or device can neither hang the client nor be read.  Writes go to a fresh
+temporary file in the same directory that is then renamed over the target (atomic
+replace, no half-written files, and the rename replaces a directory entry instead of
+writing through a hard link).
+
+Known limits (documented, not fixed)
+------------------------------------
+* Hard links and bind mounts inside the root cannot be told apart from ordinary files
+  and folders: a hard link to a file outside the root, or a bind mount of an outside
+  folder, is readable (and a bind mount writable) like anything else in the root.
+  Writes replace the directory entry, so they never modify the far end of a hard link.
+* A process that can write OUTSIDE the root could move a directory out of the root while
+  a walk holds a descriptor on it; the rest of that one walk then happens outside.
+  Closing this would need ``openat2(RESOLVE_BENEATH)``, which Python 3.11 does not expose.
+* Absolute links are matched against the root's path as known at start-up; after the
+  root folder is renamed, absolute links using the new name are refused (safe side).
+* Directories nested deeper than ``_MAX_DEPTH`` levels are refused (each level holds a
+  file descriptor while it is walked).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from schemas.errors import ErrorCode, RpcError
+
+__all__ = [
+    "MAX_LINK_FOLLOWS",
+    "Entry",
+    "Sandbox",
+    "SandboxError",
+    "WriteResult",
+    "split_relative",
+]
+
+#: Most symbolic links followed while resolving one path (Linux's own limit is 40 too).
+MAX_LINK_FOLLOWS = 40
+#: Deepest directory nesting walked; every level holds one descriptor during a walk.
+_MAX_DEPTH = 256
+#: Longest path accepted, in bytes (Linux PATH_MAX).
+_MAX_PATH_BYTES = 4096
+
+# O_PATH handles can be fstat'ed and used as dir_fd, but never read: perfect for judging.
+_STEP_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOCTTY: a tty never becomes ours.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMP_FLAGS = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_MODE = 0o644
+
+# Why an OS error happened, in words for the AI.  Only os.strerror() is used for the
+# rest: exception text would carry the absolute file name.
+_ERRNO_CODES: dict[int, tuple[ErrorCode, str]] = {
+    errno.ENOENT: (ErrorCode.NOT_FOUND, "does not exist"),
+    errno.ENOTDIR: (ErrorCode.NOT_A_DIRECTORY, "has a component that is not a directory"),
+    errno.EACCES: (ErrorCode.DENIED, "permission denied"),
+    errno.EPERM: (ErrorCode.DENIED, "operation not permitted"),
+    errno.EROFS: (ErrorCode.DENIED, "is on a read-only file system"),
+    errno.ELOOP: (ErrorCode.INVALID_PATH, "is a symbolic link that was not followed"),
+    errno.ENAMETOOLONG: (ErrorCode.INVALID_PATH, "has a name that is too long"),
+    errno.EISDIR: (ErrorCode.NOT_A_FILE, "is a directory"),
+}
+
+
+class SandboxError(RpcError):
+    """A refused or failed sandbox operation.
+
+    The message is meant for the AI: it names the relative path it was given and says
+    why, and never holds the absolute root path or any absolute path outside the root.
+    """
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of a directory listing."""
+
+    name: str
+    path: str
+    is_dir: bool
+    size: int | None
+    is_symlink: bool = False
+    target_outside: bool = False
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What :meth:`Sandbox.write_file` did."""
+
+    path: str
+    bytes_written: int
+    created: bool
+
+
+def split_relative(path: str) -> list[str]:
+    """Validate a caller's path and split it into raw components.
+
+    Nothing is normalised: ``..`` and ``.`` are kept (the walk judges them after links
+    are resolved); only empty segments from ``a//b`` or a trailing ``/`` are dropped.
+    Raises SandboxError(INVALID_PATH) for a non-string, an empty string, NUL bytes, text
+    that cannot be a file name or an over-long path, and SandboxError(PATH_OUTSIDE_ROOT)
+    for absolute paths.
+    """
+    if not isinstance(path, str):
+        raise SandboxError(ErrorCode.INVALID_PATH, f"{path!r} is not a path: a string is needed")
+    if not path:
+        raise SandboxError(ErrorCode.INVALID_PATH, "the path is empty; use '.' for the workspace root")
+    if "\x00" in path:
+        raise SandboxError(ErrorCode.INVALID_PATH, f"{path!r} contains a NUL byte")
+    try:
+        encoded = os.fsencode(path)
+    except UnicodeError:
+        # Lone surrogates other than surrogateescape ones cannot be file names.
+        raise SandboxError(ErrorCode.INVALID_PATH, f"{path!r} cannot be encoded as a file name") from None
+    if len(encoded) >= _MAX_PATH_BYTES:
+        raise SandboxError(ErrorCode.INVALID_PATH, f"{path[:64]!r}... is too long")
+    if path.startswith("/"):
+        raise SandboxError(
+            ErrorCode.PATH_OUTSIDE_ROOT,
+            f"{path!r} is an absolute path; give a path relative to the workspace root",
+        )
+    return [part for part in path.split("/") if part]
+
+
+def _kind(mode: int) -> str:
+    """Human name of a file type, for messages."""
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISREG(mode):
+        return "regular file"
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    return "special file"
+
+
+def _os_error(exc: OSError, shown: object) -> SandboxError:
+    """Turn an OSError into a SandboxError naming only the caller's relative path."""
+    code, why = _ERRNO_CODES.get(
+        exc.errno or 0, (ErrorCode.IO_ERROR, os.strerror(exc.errno) if exc.errno else "I/O error")
+    )
+    return SandboxError(code, f"{shown!r}: {why}")
+
+
+def _outside(shown: object, via: str | None) -> SandboxError:
+    if via is None:
+        return SandboxError(ErrorCode.PATH_OUTSIDE_ROOT, f"{shown!r} leaves the workspace root")
+    where = f"{shown!r}" if via == shown else f"{shown!r}: {via!r}"
+    return SandboxError(
+        ErrorCode.PATH_OUTSIDE_ROOT, f"{where} is a symbolic link that points outside the workspace root"
+    )
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+class _Resolved:
+    """Where a walk ended.  Owns every descriptor it holds; always close() it.
+
+    ``dirs`` are O_PATH descriptors from the root down.  If ``name`` is None the walk
+    ended on a directory, ``dirs[-1]``; otherwise it ended on ``name`` inside ``dirs[-1]``
+    and ``fd``/``st`` describe it (both None if it does not exist yet).
+    """
+
+    def __init__(self, root_fd: int) -> None:
+        self.dirs: list[int] = [root_fd]
+        self.names: list[str] = []
+        self.name: str | None = None
+        self.fd: int | None = None
+        self.st: os.stat_result | None = None
+
+    @property
+    def parent_fd(self) -> int:
+        return self.dirs[-1]
+
+    def rel(self, extra: str | None = None) -> str:
+        """Root-relative path of the end of the walk (or of ``extra`` inside the last dir)."""
+        parts = [*self.names]
+        if self.name is not None:
+            parts.append(self.name)
+        if extra is not None:
+            parts.append(extra)
+        return "/".join(parts)
+
+    def back_to_root(self) -> None:
+        while len(self.dirs) > 1:
+            os.close(self.dirs.pop())
+        self.names.clear()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        while self.dirs:
+            os.close(self.dirs.pop())
+
+
+class Sandbox:
+    """File access confined to one root folder; see the module docstring."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        """Pin ``root``: resolve its real path and hold an O_PATH descriptor on it for life."""
+        given = os.path.abspath(os.fspath(root))
+        real = os.path.realpath(given)
+        try:
+            fd = os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise SandboxError(ErrorCode.NOT_FOUND, "the workspace root does not exist") from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                raise SandboxError(
+                    ErrorCode.NOT_A_DIRECTORY, "the workspace root is not a directory"
+                ) from None
+            raise _os_error(exc, "the workspace root") from None
+        try:
+            # The real path was computed before the open: make sure both name one folder.
+            if not _same_file(os.fstat(fd), os.stat(real, follow_symlinks=False)):
+                raise SandboxError(ErrorCode.IO_ERROR, "the workspace root changed while it was being opened")
+        except BaseException:
+            os.close(fd)
+            raise
+        self.root = Path(real)
+        self._fd = fd
+        self._lock = threading.Lock()
+        # Absolute link targets are accepted under either spelling of the root.
+        prefixes = [[p for p in real.split("/") if p]]
+        given_parts = [p for p in given.split("/") if p]
+        if given_parts != prefixes[0]:
+            prefixes.append(given_parts)
+        self._prefixes = prefixes
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the root descriptor.  Idempotent."""
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Best effort for a sandbox that was never closed; never raise from a finaliser.
+        with suppress(Exception):
+            self.close()
+
+    def _dup_root(self) -> int:
+        # Under the lock: a concurrent close() could otherwise let the number be reused by
+        # an unrelated open and we would walk from there.
+        with self._lock:
+            if self._fd < 0:
+                raise SandboxError(ErrorCode.IO_ERROR, "the workspace sandbox is closed")
+            return os.dup(self._fd)
+
+    # -- the walk -----------------------------------------------------------------------
+
+    def _map_absolute(self, target: str) -> list[str] | None:
+        """Components of an absolute link target relative to the root, or None if outside.
+
+        Matching is by whole components ('root-evil' never matches 'root'); '' and '.'
+        are skipped in the prefix because they cannot change where a path goes.
+        """
+        parts = target.split("/")
+        for prefix in self._prefixes:
+            i = 0
+            matched = True
+            for want in prefix:
+                while i < len(parts) and parts[i] in ("", "."):
+                    i += 1
+                if i >= len(parts) or parts[i] != want:
+                    matched = False
+                    break
+                i += 1
+            if matched:
+                return parts[i:]
+        return None
+
+    def _walk(
+        self,
+        shown: object,
+        parts: list[str],
+        *,
+        missing_ok: bool = False,
+        created: list[tuple[int, str]] | None = None,
+    ) -> _Resolved:
+        """Resolve ``parts`` inside the root, following links only where they stay inside.
+
+        ``missing_ok``: a missing last component is not an error (for writes).  With
+        ``created`` given, missing parent folders are made and recorded there as
+        (dup of parent fd, name) so a failed write can remove them again.
+        """
+        res = _Resolved(self._dup_root())
+        # A stack of (component, link it came from); the link is only used in messages.
+        pending: list[tuple[str, str | None]] = [(p, None) for p in reversed(parts)]
+        follows = 0
+        done = False
+        try:
+            while pending:
+                comp, via = pending.pop()
+                if comp in ("", "."):
+                    continue
+                if comp == "..":
+                    if len(res.dirs) == 1:
+                        raise _outside(shown, via)
+                    os.close(res.dirs.pop())
+                    res.names.pop()
+                    continue
+                last = not pending
+                here = res.rel(comp)
+                fd = self._step(res.parent_fd, comp, None if last else created)
+                if fd is None:
+                    if last and missing_ok:
+                        res.name = comp
+                        done = True
+                        return res
+                    if via is not None:
+                        where = f"{shown!r}" if via == shown else f"{shown!r}: {via!r}"
+                        raise SandboxError(
+                            ErrorCode.NOT_FOUND, f"{where} is a symbolic link whose target does not exist"
+                        )
+                    if last:
+                        raise SandboxError(ErrorCode.NOT_FOUND, f"{shown!r} does not exist")
+                    raise SandboxError(ErrorCode.NOT_FOUND, f"{shown!r}: {here!r} does not exist")
+                try:
+                    st = os.fstat(fd)
+                    if stat.S_ISLNK(st.st_mode):
+                        follows += 1
+                        if follows > MAX_LINK_FOLLOWS:
+                            raise SandboxError(
+                                ErrorCode.INVALID_PATH,
+                                f"{shown!r}: too many levels of symbolic links (a link loop?)",
+                            )
+                        # readlinkat(fd, "") reads exactly the link we just fstat'ed.
+                        target = os.readlink("", dir_fd=fd)
+                        if target.startswith("/"):
+                            rest = self._map_absolute(target)
+                            if rest is None:
+                                raise _outside(shown, here)
+                            res.back_to_root()
+                        else:
+                            rest = target.split("/")
+                        pending.extend((p, here) for p in reversed(rest))
+                    elif stat.S_ISDIR(st.st_mode):
+                        if len(res.dirs) > _MAX_DEPTH:
+                            raise SandboxError(ErrorCode.INVALID_PATH, f"{shown!r} is nested too deeply")
+                        res.dirs.append(fd)
+                        res.names.append(comp)
+                        fd = None  # now owned by res
+                    elif last:
+                        res.name, res.fd, res.st = comp, fd, st
+                        fd = None
+                        done = True
+                        return res
+                    else:
+                        raise SandboxError(
+                            ErrorCode.NOT_A_DIRECTORY, f"{shown!r}: {here!r} is not a directory"
+                        )
+                finally:
+                    if fd is not None:
+                        os.close(fd)
+            # Every component consumed and the walk stands on a directory.
+            res.st = os.fstat(res.parent_fd)
+            done = True
+            return res
+        except OSError as exc:
+            raise _os_error(exc, shown) from None
+        finally:
+            if not done:
+                res.close()
+
+    @staticmethod
+    def _step(dir_fd: int, comp: str, created: list[tuple[int, str]] | None) -> int | None:
+        """O_PATH|O_NOFOLLOW handle on ``comp`` in ``dir_fd``; None if missing.
+
+        With ``created``, a missing component is made a folder first.  Whatever is there
+        afterwards (even if someone raced us) is judged by the caller like any component.
+        """
+        try:
+            return os.open(comp, _STEP_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            if created is None:
+                return None
+        try:
+            os.mkdir(comp, 0o777, dir_fd=dir_fd)
+        except FileExistsError:
+            pass
+        else:
+            created.append((os.dup(dir_fd), comp))
+        try:
+            return os.open(comp, _STEP_FLAGS, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+
+    @contextmanager
+    def _resolved(
+        self, path: str, *, missing_ok: bool = False, created: list[tuple[int, str]] | None = None
+    ) -> Iterator[_Resolved]:
+        res = self._walk(path, split_relative(path), missing_ok=missing_ok, created=created)
+        try:
+            yield res
+        finally:
+            res.close()
+
+    # -- public operations --------------------------------------------------------------
+
+    def resolve(self, path: str, *, must_exist: bool = True) -> str:
+        """The in-root relative path ``path`` leads to after links ('' for the root).
+
+        With ``must_exist=False`` the last component may be missing (as for a write).
+        """
+        with self._resolved(path, missing_ok=not must_exist) as res:
+            return res.rel()
+
+    def stat_file(self, path: str) -> os.stat_result:
+        """``stat`` of what ``path`` resolves to (a link inside the root is followed)."""
+        with self._resolved(path) as res:
+            assert res.st is not None  # missing_ok is off: the walk found something
+            return res.st
+
+    def read_file(self, path: str, *, max_bytes: int) -> bytes:
+        """Bytes of the regular file ``path``; more than ``max_bytes`` is TOO_LARGE."""
+        if max_bytes < 0:
+            raise SandboxError(ErrorCode.INVALID_PARAMS, "max_bytes must not be negative")
+        with self._resolved(path) as res:
+            if res.name is None:
+                raise SandboxError(ErrorCode.NOT_A_FILE, f"{path!r} is a directory")
+            assert res.st is not None
+            if not stat.S_ISREG(res.st.st_mode):
+                raise SandboxError(
+                    ErrorCode.NOT_A_FILE, f"{path!r} is not a regular file ({_kind(res.st.st_mode)})"
+                )
+            if res.st.st_size > max_bytes:
+                raise self._too_large(path, res.st.st_size, max_bytes)
+            try:
+                fd = os.open(res.name, _READ_FLAGS, dir_fd=res.parent_fd)
+            except OSError as exc:
+                raise _os_error(exc, path) from None
+            try:
+                st = os.fstat(fd)
+                # The name may have been swapped since it was judged: read only the very
+                # file we checked, and only if it is (still) a regular file.
+                if not stat.S_ISREG(st.st_mode) or not _same_file(st, res.st):
+                    raise SandboxError(ErrorCode.IO_ERROR, f"{path!r} changed while it was opened; try again")
+                if st.st_size > max_bytes:
+                    raise self._too_large(path, st.st_size, max_bytes)
+                chunks: list[bytes] = []
+                remaining = max_bytes + 1  # one byte more tells us it grew past the limit
+                while remaining > 0:
+                    chunk = os.read(fd, min(remaining, 1 << 20))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    remaining -= len(chunk)
+                data = b"".join(chunks)
+                if len(data) > max_bytes:
+                    raise self._too_large(path, None, max_bytes)
+                return data
+            except OSError as exc:
+                raise _os_error(exc, path) from None
+            finally:
+                os.close(fd)
+
+    @staticmethod
+    def _too_large(path: str, size: int | None, max_bytes: int) -> SandboxError:
+        what = f"{size} bytes" if size is not None else "larger"
+        return SandboxError(
+            ErrorCode.TOO_LARGE, f"{path!r} is too large ({what}; the limit is {max_bytes} bytes)"
+        )
+
+    def list_dir(self, path: str, *, recursive: bool, max_entries: int) -> tuple[list[Entry], bool]:
+        """List a directory: (entries, truncated).
+
+        Entries are sorted by name within each directory; ``recursive`` walks depth first
+        in pre-order (a folder's row, then its contents).  Symbolic links are reported,
+        never descended.  At most ``max_entries`` rows are returned; ``truncated`` says
+        whether anything was left out.
+        """
+        with self._resolved(path) as res:
+            if res.name is not None:
+                assert res.st is not None
+                raise SandboxError(
+                    ErrorCode.NOT_A_DIRECTORY, f"{path!r} is not a directory ({_kind(res.st.st_mode)})"
+                )
+            assert res.st is not None
+            base, depth, want = res.rel(), len(res.dirs), res.st
+            try:
+                # Re-open the very directory we judged ('.' of its O_PATH handle) for reading.
+                dfd = os.open(".", _DIR_FLAGS, dir_fd=res.parent_fd)
+            except OSError as exc:
+                raise _os_error(exc, path) from None
+        try:
+            if not _same_file(os.fstat(dfd), want):
+                raise SandboxError(ErrorCode.IO_ERROR, f"{path!r} changed while it was opened; try again")
+            entries: list[Entry] = []
+            truncated = self._list_into(dfd, base, recursive, max(0, max_entries), depth, entries)
+            return entries, truncated
+        except OSError as exc:
+            raise _os_error(exc, path) from None
+        finally:
+            os.close(dfd)
+
+    def _list_into(
+        self, dfd: int, prefix: str, recursive: bool, limit: int, depth: int, out: list[Entry]
+    ) -> bool:
+        """Append the rows of directory ``dfd`` (at ``prefix``) to ``out``; True if truncated."""
+        with os.scandir(dfd) as it:
+            names = sorted(entry.name for entry in it)
+        for name in names:
+            if len(out) >= limit:
+                return True
+            rel = f"{prefix}/{name}" if prefix else name
+            try:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # vanished since it was listed
+            mode = st.st_mode
+            if stat.S_ISLNK(mode):
+                out.append(self._link_entry(name, rel))
+                continue
+            size = st.st_size if stat.S_ISREG(mode) else None
+            out.append(Entry(name=name, path=rel, is_dir=stat.S_ISDIR(mode), size=size))
+            if not (recursive and stat.S_ISDIR(mode)):
+                continue
+            if depth >= _MAX_DEPTH:
+                return True  # too deep to walk: say the listing is incomplete
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.EACCES):
+                    continue  # vanished, swapped for a link/file, or unreadable: don't descend
+                raise
+            try:
+                if not _same_file(os.fstat(child), st):
+                    continue  # swapped since the stat: it is not the folder we reported
+                if self._list_into(child, rel, recursive, limit, depth + 1, out):
+                    return True
+            finally:
+                os.close(child)
+        return False
+
+    def _link_entry(self, name: str, rel: str) -> Entry:
+        """A listing row for a link, judged by resolving it inside the sandbox."""
+        try:
+            with self._resolved(rel) as res:
+                assert res.st is not None
+                is_dir = res.name is None
+                size = res.st.st_size if not is_dir and stat.S_ISREG(res.st.st_mode) else None
+                return Entry(name=name, path=rel, is_dir=is_dir, size=size, is_symlink=True)
+        except SandboxError:
+            # Leaves the root, dangles or loops: say so, reveal nothing about the target.
+            return Entry(name=name, path=rel, is_dir=False, size=None, is_symlink=True, target_outside=True)
+
+    def write_file(self, path: str, data: bytes, *, create_parents: bool = True) -> WriteResult:
+        """Atomically replace (or create) the regular file ``path`` with ``data``.
+
+        A link inside the root is written through (the link stays a link); missing parent
+        folders are created inside the root when ``create_parents``.  The existing file's
+        permission bits are kept (new files get 0o644).
+        """
+        if isinstance(path, str) and path.endswith("/"):
+            raise SandboxError(ErrorCode.INVALID_PATH, f"{path!r} ends with '/': a file name is needed")
+        created: list[tuple[int, str]] = []
+        ok = False
+        try:
+            with self._resolved(path, missing_ok=True, created=created if create_parents else None) as res:
+                if res.name is None:
+                    raise SandboxError(ErrorCode.NOT_A_FILE, f"{path!r} is a directory")
+                existed = res.st is not None
+                mode = _NEW_FILE_MODE
+                if res.st is not None:
+                    if not stat.S_ISREG(res.st.st_mode):
+                        raise SandboxError(
+                            ErrorCode.NOT_A_FILE, f"{path!r} is not a regular file ({_kind(res.st.st_mode)})"
+                        )
+                    # Keep rwx bits only: replaced content must not inherit setuid/setgid.
+                    mode = res.st.st_mode & 0o777
+                try:
+                    if existed and not os.access(
+                        res.name, os.W_OK, dir_fd=res.parent_fd, follow_symlinks=False
+                    ):
+                        # rename() would bypass a read-only file's mode: honour it instead.
+                        raise SandboxError(ErrorCode.DENIED, f"{path!r} is read-only")
+                    written = self._replace(res.parent_fd, res.name, data, mode, res.st)
+                except OSError as exc:
+                    raise _os_error(exc, path) from None
+                ok = True
+                return WriteResult(path=res.rel(), bytes_written=written, created=not existed)
+        finally:
+            for dir_fd, name in reversed(created):
+                if not ok:
+                    # Folders made for a write that failed: remove them if still empty.
+                    with suppress(OSError):
+                        os.rmdir(name, dir_fd=dir_fd)
+                os.close(dir_fd)
+
+    @staticmethod
+    def _replace(dir_fd: int, name: str, data: bytes, mode: int, old: os.stat_result | None) -> int:
+        """Write a temp file beside ``name`` and rename it over ``name``; clean up on failure."""
+        stem = name
+        while len(os.fsencode(stem)) > 200:  # leave room for the decoration within NAME_MAX
+            stem = stem[:-1]
+        for _ in range(100):
+            tmp = f".{stem}.aihub-{secrets.token_hex(4)}.tmp"
+            try:
+                fd = os.open(tmp, _TEMP_FLAGS, 0o600, dir_fd=dir_fd)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
+        placed = False
+        try:
+            try:
+                view = memoryview(data).cast("B")
+                done = 0
+                while done < len(view):
+                    done += os.write(fd, view[done:])
+                os.fchmod(fd, mode)
+                if old is not None and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                    with suppress(OSError):  # keep the owner when we may (e.g. running as root)
+                        os.fchown(fd, old.st_uid, old.st_gid)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            placed = True
+        finally:
+            if not placed:
+                with suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+        # Make the rename itself durable.
+        dfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return done

@@ -1,0 +1,180 @@
+"""The WebSocket side of the client: connect, handshake, serve, reconnect.
+
+The only module that imports ``websockets``. Requests are served
+concurrently, one task each, so a long command does not hold up a read. When
+the hub goes away the client reconnects with exponential backoff and jitter;
+a refused token or a refused handshake ends it instead (retrying cannot help).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from rpc_client.dispatcher import METHODS, ClientContext, dispatch
+from rpc_client.errors import AuthRefused, ClientExit, HandshakeRefused, UsageError
+from schemas.errors import ErrorCode
+from schemas.framing import Framing, decode_frame, dump_json
+from schemas.jsonrpc import ErrorResponse, Malformed, Notification, Request, Response, error_response, to_wire
+
+log = logging.getLogger("aihub.client")
+
+#: Largest frame the client accepts (a write_file of 8 MiB of text, escaped).
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+HANDSHAKE_TIMEOUT_S = 10.0
+CLIENT_VERSION = "aihub-client/0.1"
+#: Close code the hub uses for a refused handshake (policy violation).
+POLICY_VIOLATION = 1008
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with jitter: each delay is drawn from [half, all] of the current step."""
+
+    initial: float = 0.25
+    factor: float = 2.0
+    cap: float = 30.0
+    attempt: int = 0
+
+    def next(self) -> float:
+        step = min(self.cap, self.initial * self.factor**self.attempt)
+        self.attempt += 1
+        return random.uniform(step / 2, step)  # noqa: S311 - jitter, not a secret
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass(frozen=True)
+class HubTarget:
+    url: str
+    token: str
+    workspace: str
+
+
+async def handshake(ws: ClientConnection, workspace: str) -> str:
+    """Send ``initialize`` and return the workspace id the hub gave."""
+    request = Request(
+        id=0,
+        method="initialize",
+        params={"workspace": workspace, "client": CLIENT_VERSION, "tools": sorted(METHODS)},
+    )
+    await ws.send(dump_json(to_wire(request)))
+    try:
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+            while True:
+                frame = await ws.recv()
+                answer = decode_frame(frame, Framing.JSONRPC)
+                if isinstance(answer, Response | ErrorResponse) and answer.id == 0:
+                    break
+                log.warning("ignoring a frame before the handshake answer")
+    except ConnectionClosed as exc:
+        if exc.rcvd is not None and exc.rcvd.code == POLICY_VIOLATION:
+            raise HandshakeRefused(f"the hub refused the handshake: {exc.rcvd.reason}") from None
+        raise
+    if isinstance(answer, ErrorResponse):
+        raise HandshakeRefused(f"the hub refused the handshake: {answer.error.message}")
+    result = answer.result
+    if not isinstance(result, dict) or not isinstance(result.get("workspace_id"), str):
+        raise HandshakeRefused("the hub's answer to initialize has no workspace_id")
+    return result["workspace_id"]
+
+
+async def _answer(ws: ClientConnection, ctx: ClientContext, frame: str) -> None:
+    text = await dispatch(ctx, frame)
+    if text:
+        try:
+            await ws.send(text)
+        except ConnectionClosed:
+            log.warning("the connection closed before an answer could be sent; it is lost")
+
+
+async def serve(ws: ClientConnection, ctx: ClientContext) -> None:
+    """Serve the hub's requests until the connection closes."""
+    tasks: set[asyncio.Task[None]] = set()
+    try:
+        async for frame in ws:
+            if isinstance(frame, bytes):
+                await ws.send(dump_json(to_wire(error_response(None, ErrorCode.INVALID_REQUEST, "binary frames are not accepted"))))
+                continue
+            message = decode_frame(frame, Framing.JSONRPC)
+            if isinstance(message, Request | Notification):
+                task = asyncio.create_task(_answer(ws, ctx, frame))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            elif isinstance(message, Malformed):
+                await ws.send(dump_json(to_wire(error_response(message.id, message.code, message.message))))
+            else:  # an answer: the client sends no requests after the handshake
+                log.warning("dropping an answer to an unknown request id %r", message.id)
+    except ConnectionClosed:
+        pass
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run(target: HubTarget, ctx: ClientContext, *, report: Callable[[str], None]) -> None:
+    """Stay connected to the hub until cancelled; raise :class:`ClientExit` when retrying cannot help."""
+    backoff = Backoff()
+    headers = {"Authorization": f"Bearer {target.token}"}
+    while True:
+        try:
+            async with connect(
+                target.url,
+                additional_headers=headers,
+                max_size=MAX_FRAME_BYTES,
+                open_timeout=HANDSHAKE_TIMEOUT_S,
+                proxy=None,
+            ) as ws:
+                workspace_id = await handshake(ws, target.workspace)
+                report(f"connected to {target.url} as workspace {target.workspace!r} (id {workspace_id})")
+                backoff.reset()
+                await serve(ws, ctx)
+                code = ws.close_code
+                reason = f"connection closed (code {code})"
+        except InvalidURI as exc:
+            raise UsageError(f"--hub is not a WebSocket URL: {exc.uri!r}") from None
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise AuthRefused(
+                    f"the hub refused the token (HTTP {status}); pass --token, set AIHUB_TOKEN, "
+                    "or check the token file under AIHUB_HOME"
+                ) from None
+            if status < 500:
+                raise ClientExit(f"the hub refused the connection (HTTP {status})") from None
+            reason = f"HTTP {status}"
+        except (HandshakeRefused, ClientExit):
+            raise
+        except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
+            reason = str(exc) or type(exc).__name__
+        delay = backoff.next()
+        report(f"hub unavailable ({reason}); reconnecting in {delay:.1f} s")
+        await asyncio.sleep(delay)
+
+
+async def run_until_stopped(target: HubTarget, ctx: ClientContext, *, report: Callable[[str], None]) -> None:
+    """:func:`run`, stopped cleanly by SIGINT or SIGTERM (running commands are killed, the socket closed)."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await run(target, ctx, report=report)
+    except asyncio.CancelledError:
+        report("stopped")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)

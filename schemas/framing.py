@@ -1,0 +1,81 @@
+"""Frames on the wire: JSON text in either framing, decoded to JSON-RPC messages.
+
+The connection's framing is chosen by the client's first frame and kept; both
+sides work on JSON-RPC messages internally and only this module knows the
+envelope exists.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any
+
+from schemas.envelope import (
+    Envelope,
+    envelope_to_jsonrpc,
+    jsonrpc_to_envelope,
+    parse_envelope,
+)
+from schemas.errors import ErrorCode
+from schemas.jsonrpc import Malformed, Message, parse_message, to_wire
+
+
+class Framing(StrEnum):
+    JSONRPC = "jsonrpc"
+    ENVELOPE = "envelope"
+
+
+def load_json(text: str | bytes) -> Any | Malformed:
+    """Decode JSON text; never raises (bad UTF-8, syntax, huge numbers, deep nesting)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError, UnicodeDecodeError and int-too-long.
+        reason = "not valid JSON" if not isinstance(exc, RecursionError) else "JSON nested too deeply"
+        return Malformed(ErrorCode.PARSE_ERROR, reason)
+
+
+def detect_framing(value: object) -> Framing | None:
+    """Which framing a decoded first frame uses, or ``None`` if neither."""
+    if isinstance(value, dict):
+        if "jsonrpc" in value:
+            return Framing.JSONRPC
+        if "type" in value:
+            return Framing.ENVELOPE
+    return None
+
+
+def decode_value(value: object, framing: Framing) -> Message | Malformed:
+    """A decoded JSON value as a JSON-RPC message in the given framing."""
+    if framing is Framing.JSONRPC:
+        return parse_message(value)
+    envelope = parse_envelope(value)
+    if isinstance(envelope, Malformed):
+        return envelope
+    return envelope_to_jsonrpc(envelope)
+
+
+def decode_frame(text: str | bytes, framing: Framing) -> Message | Malformed:
+    """Decode one frame of a connection that speaks ``framing``; never raises."""
+    value = load_json(text)
+    if isinstance(value, Malformed):
+        return value
+    return decode_value(value, framing)
+
+
+def dump_json(value: Any) -> str:
+    """Compact JSON text; ``ensure_ascii=False`` keeps non-ASCII text at its UTF-8 size."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_frame(message: Message, framing: Framing, *, method: str | None = None) -> str:
+    """Encode ``message`` for a connection that speaks ``framing``.
+
+    ``method`` names the request an answer belongs to; the envelope framing
+    needs it for the answer's ``type``.
+    """
+    if framing is Framing.JSONRPC:
+        return dump_json(to_wire(message))
+    envelope: Envelope = jsonrpc_to_envelope(message, method=method)
+    return dump_json(envelope.model_dump(exclude_none=True))

@@ -1,0 +1,192 @@
+"""Typed params and results of every tool, and the tool catalogue.
+
+The JSON Schemas that models see (``GET /api/tools``) are generated from these
+models; nothing here is written by hand twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Limits the models enforce; the client may enforce tighter ones of its own.
+MAX_PATH_CHARS = 4096
+MAX_FILES_PER_READ = 100
+MAX_COMMAND_CHARS = 100_000
+MAX_COMMAND_TIMEOUT_S = 3600.0
+DEFAULT_COMMAND_TIMEOUT_S = 60.0
+MAX_WRITE_CHARS = 8 * 1024 * 1024
+MAX_LIST_ENTRIES = 100_000
+DEFAULT_LIST_ENTRIES = 5_000
+
+
+class Params(BaseModel):
+    """Tool params: exact JSON types (``strict``), unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+
+
+# --- list_files ------------------------------------------------------------
+
+
+class ListFilesParams(Params):
+    path: str = Field(default="./", min_length=1, max_length=MAX_PATH_CHARS, description="Folder to list, relative to the workspace root.")
+    recursive: bool = Field(default=False, description="List every file below the folder, not only its direct children.")
+    max_entries: int = Field(
+        default=DEFAULT_LIST_ENTRIES, ge=1, le=MAX_LIST_ENTRIES, description="Stop after this many entries (the answer then says truncated)."
+    )
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+    is_dir: bool
+    path: str = Field(description="Relative to the workspace root, ready for read_files.")
+    size: int | None = None
+    is_symlink: bool = False
+    target_outside: bool = False
+
+
+class ListFilesResult(Result):
+    files: list[FileEntry]
+    truncated: bool = False
+
+
+# --- read_files ------------------------------------------------------------
+
+
+class ReadFilesParams(Params):
+    files: list[str] = Field(
+        min_length=1, max_length=MAX_FILES_PER_READ, description="Paths of the files to read, relative to the workspace root."
+    )
+    encoding: Literal["text", "base64"] = Field(
+        default="text", description='"text" answers UTF-8 text and refuses binary files; "base64" answers any file base64-encoded.'
+    )
+
+
+class ReadFilesResult(Result):
+    files: dict[str, str]
+
+
+# --- execute_command -------------------------------------------------------
+
+
+class ExecuteCommandParams(Params):
+    command: str = Field(min_length=1, max_length=MAX_COMMAND_CHARS, description="Shell command, run in the workspace root.")
+    timeout: float = Field(
+        default=DEFAULT_COMMAND_TIMEOUT_S, gt=0, le=MAX_COMMAND_TIMEOUT_S, description="Seconds before the command and its children are killed."
+    )
+
+
+class ExecuteCommandResult(Result):
+    stdout: str
+    stderr: str
+    exit_code: int
+
+
+# --- write_file ------------------------------------------------------------
+
+
+class WriteFileParams(Params):
+    path: str = Field(min_length=1, max_length=MAX_PATH_CHARS, description="File to create or replace, relative to the workspace root.")
+    content: str = Field(max_length=MAX_WRITE_CHARS, description="The whole new content of the file (UTF-8 text).")
+
+
+class WriteFileResult(Result):
+    path: str | None = None
+    bytes_written: int | None = None
+    created: bool | None = None
+
+
+# --- handshake -------------------------------------------------------------
+
+
+class InitializeParams(BaseModel):
+    """The client's first message. Tolerant: unknown fields are kept, not refused."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    workspace: str = Field(min_length=1, max_length=200)
+    client: str | None = Field(default=None, max_length=200)
+    tools: list[str] | None = Field(default=None, max_length=100)
+
+
+class InitializeResult(Result):
+    workspace_id: str
+
+
+# --- the catalogue ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    params: type[Params]
+    result: type[Result]
+
+    def parameters_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the params, generated from the model."""
+        return self.params.model_json_schema()
+
+    def as_function(self) -> dict[str, Any]:
+        """The tool in the function-calling format.
+
+        Carries both the nested Chat Completions shape (``function``) and the flat
+        Responses API shape (``name``/``description``/``parameters``), so either
+        API can take it as is.
+        """
+        function = {"name": self.name, "description": self.description, "parameters": self.parameters_schema()}
+        return {"type": "function", **function, "function": function}
+
+
+TOOLS: dict[str, ToolSpec] = {
+    spec.name: spec
+    for spec in (
+        ToolSpec(
+            "list_files",
+            "List the files and folders of a folder in the workspace (the root by default). Each entry has "
+            "name, is_dir, size and a path relative to the root that read_files accepts. Use recursive=true "
+            "to see a whole subtree; long listings stop at max_entries and say truncated. Paths that leave "
+            "the workspace are refused.",
+            ListFilesParams,
+            ListFilesResult,
+        ),
+        ToolSpec(
+            "read_files",
+            "Read one or more text files of the workspace in one call (up to 100). Answers files: {path: "
+            "content}. When some paths fail (missing, outside the workspace, binary, too large), the error "
+            "names each one and why, and files still holds those that were read.",
+            ReadFilesParams,
+            ReadFilesResult,
+        ),
+        ToolSpec(
+            "execute_command",
+            "Run a shell command in the workspace root and return stdout, stderr and exit_code. A non-zero "
+            "exit code is a normal answer. Commands that delete files or raise privileges need the user's "
+            "approval and may be refused: then choose another way. Long output is cut in the middle with a "
+            "marker. The command is killed after timeout seconds.",
+            ExecuteCommandParams,
+            ExecuteCommandResult,
+        ),
+        ToolSpec(
+            "write_file",
+            "Create or replace a whole text file in the workspace (missing folders are created). The file "
+            "is replaced atomically. Paths that leave the workspace are refused.",
+            WriteFileParams,
+            WriteFileResult,
+        ),
+    )
+}
+
+
+def tools_for_llm() -> list[dict[str, Any]]:
+    """Every tool in the function-calling format."""
+    return [spec.as_function() for spec in TOOLS.values()]
