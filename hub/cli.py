@@ -1,6 +1,6 @@
 """``aihub``: the hub's command line.
 
-    aihub serve [--host H] [--port P]
+aihub serve [--host H] [--port P]
 """
 
 from __future__ import annotations

@@ -81,7 +81,9 @@ class Workspace:
         self._pending[key] = future
         try:
             try:
-                await self.send(encode_frame(Request(id=request_id, method=method, params=params), self.framing))
+                await self.send(
+                    encode_frame(Request(id=request_id, method=method, params=params), self.framing)
+                )
             except Exception as exc:
                 raise WorkspaceGone("the workspace's client is no longer connected") from exc
             try:

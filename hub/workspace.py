@@ -42,7 +42,9 @@ HUB_VERSION = "aihub/0.1"
 
 
 class HandshakeFailed(Exception):
-    def __init__(self, reason: str, answer: ErrorResponse | None = None, framing: Framing | None = None) -> None:
+    def __init__(
+        self, reason: str, answer: ErrorResponse | None = None, framing: Framing | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.answer = answer
@@ -74,14 +76,20 @@ async def _handshake(ws: WebSocket, timeout: float) -> tuple[Framing, Request, I
         raise HandshakeFailed("expected initialize as JSON-RPC 2.0 or a typed envelope")
     message = decode_value(value, framing)
     if not isinstance(message, Request) or message.method != "initialize":
-        answer_id = message.id if isinstance(message, Malformed | Request | Response | ErrorResponse) else None
+        answer_id = (
+            message.id if isinstance(message, Malformed | Request | Response | ErrorResponse) else None
+        )
         reason = "the first message must be an initialize request"
         raise HandshakeFailed(reason, error_response(answer_id, ErrorCode.INVALID_REQUEST, reason), framing)
     try:
         params = InitializeParams.model_validate(message.params or {})
     except ValidationError as exc:
-        reason = "initialize: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise HandshakeFailed(reason, error_response(message.id, ErrorCode.INVALID_PARAMS, reason), framing) from None
+        reason = "initialize: " + "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+        )
+        raise HandshakeFailed(
+            reason, error_response(message.id, ErrorCode.INVALID_PARAMS, reason), framing
+        ) from None
     return framing, message, params
 
 
@@ -149,7 +157,12 @@ async def _pump(ws: WebSocket, workspace: Workspace, send: Callable[[str], Any])
         if frame is None:
             return
         if isinstance(frame, bytes):
-            await send(encode_frame(error_response(None, ErrorCode.INVALID_REQUEST, "binary frames are not accepted"), workspace.framing))
+            await send(
+                encode_frame(
+                    error_response(None, ErrorCode.INVALID_REQUEST, "binary frames are not accepted"),
+                    workspace.framing,
+                )
+            )
             continue
         message: Message | Malformed = decode_frame(frame, workspace.framing)
         if isinstance(message, Response | ErrorResponse):
@@ -157,7 +170,9 @@ async def _pump(ws: WebSocket, workspace: Workspace, send: Callable[[str], Any])
         elif isinstance(message, Request):
             await send(
                 encode_frame(
-                    error_response(message.id, ErrorCode.METHOD_NOT_FOUND, f"the hub serves no method {message.method!r}"),
+                    error_response(
+                        message.id, ErrorCode.METHOD_NOT_FOUND, f"the hub serves no method {message.method!r}"
+                    ),
                     workspace.framing,
                     method=message.method,
                 )
@@ -169,7 +184,13 @@ async def _pump(ws: WebSocket, workspace: Workspace, send: Callable[[str], Any])
             if message.id is not None and workspace.is_waiting(message.id):
                 # A broken answer still ends the call it was meant for, rather than a timeout.
                 workspace.on_answer(
-                    error_response(message.id, ErrorCode.INTERNAL_ERROR, f"malformed answer from the client: {message.message}")
+                    error_response(
+                        message.id,
+                        ErrorCode.INTERNAL_ERROR,
+                        f"malformed answer from the client: {message.message}",
+                    )
                 )
             else:  # JSON-RPC answers a parse error with id null; answers are never answered back
-                await send(encode_frame(error_response(message.id, message.code, message.message), workspace.framing))
+                await send(
+                    encode_frame(error_response(message.id, message.code, message.message), workspace.framing)
+                )

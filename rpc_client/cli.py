@@ -49,7 +49,9 @@ def find_token(flag: str | None) -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aihub-client", description="Connect a project folder to an AI Hub.")
     p.add_argument("--hub", default=DEFAULT_HUB, help=f"the hub's WebSocket URL (default {DEFAULT_HUB})")
-    p.add_argument("--root", default=".", help="the project folder the AI may work in (default: current folder)")
+    p.add_argument(
+        "--root", default=".", help="the project folder the AI may work in (default: current folder)"
+    )
     p.add_argument("--name", help="the workspace's name (default: the root folder's name)")
     p.add_argument("--token", help="the hub's token (default: AIHUB_TOKEN, then $AIHUB_HOME/token)")
     p.add_argument(
@@ -59,7 +61,9 @@ def parser() -> argparse.ArgumentParser:
         help="dangerous commands: ask on this terminal (default), deny, or allow",
     )
     p.add_argument("--read-only", action="store_true", help="refuse write_file and every command")
-    p.add_argument("--approval-timeout", type=float, default=120.0, help="seconds to wait for a yes (default 120)")
+    p.add_argument(
+        "--approval-timeout", type=float, default=120.0, help="seconds to wait for a yes (default 120)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     return p
 
@@ -70,7 +74,9 @@ def report(line: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="aihub-client: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="aihub-client: %(message)s"
+    )
     try:
         token = find_token(args.token)
         if not args.hub.startswith(("ws://", "wss://")):
@@ -81,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             raise BadRoot(f"--root {args.root!r}: {exc.message}") from None
         name = args.name or sandbox.root.name or "root"
         mode = DangerousMode(args.dangerous)
-        policy = CommandPolicy(mode, read_only=args.read_only, approver=TerminalApprover(timeout=args.approval_timeout))
+        policy = CommandPolicy(
+            mode, read_only=args.read_only, approver=TerminalApprover(timeout=args.approval_timeout)
+        )
         ctx = ClientContext(sandbox=sandbox, policy=policy, report=report)
         report(
             f"serving {sandbox.root} as {name!r}; dangerous commands: {mode.value}"

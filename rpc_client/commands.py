@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from schemas.errors import ErrorCode, RpcError
 
@@ -63,7 +64,11 @@ class OutputBuffer:
         tail = tail[-keep:] if keep else b""
         cut = self.total - len(self.head) - len(tail)
         marker = f"\n[... {cut} bytes of output cut here; {self.total} bytes in all ...]\n"
-        return bytes(self.head).decode("utf-8", errors="replace") + marker + tail.decode("utf-8", errors="replace")
+        return (
+            bytes(self.head).decode("utf-8", errors="replace")
+            + marker
+            + tail.decode("utf-8", errors="replace")
+        )
 
 
 def command_env() -> dict[str, str]:
@@ -76,10 +81,43 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-async def _pump(stream: asyncio.StreamReader | None, buffer: OutputBuffer) -> None:
-    if stream is None:
+async def _wait_exit(process: subprocess.Popen[bytes]) -> int:
+    """Wait for the shell itself to exit, whatever its children do with the pipes.
+
+    (asyncio's own ``Process.wait`` also waits for the pipes to close, which a
+    background child can hold open forever.) A pidfd becomes readable when the
+    process exits; without pidfd support a worker thread waits instead.
+    """
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):
+        return await asyncio.to_thread(process.wait)
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def on_exit() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, on_exit)
+    try:
+        await exited
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    return process.wait()
+
+
+async def _pump(
+    pipe: IO[bytes] | None, buffer: OutputBuffer, transports: list[asyncio.BaseTransport]
+) -> None:
+    if pipe is None:
         return
-    while chunk := await stream.read(_CHUNK):
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=_CHUNK)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    transports.append(transport)
+    while chunk := await reader.read(_CHUNK):
         buffer.feed(chunk)
 
 
@@ -92,23 +130,24 @@ async def run_command(command: str, *, cwd: Path, timeout: float, output_cap: in
     """
     started = time.monotonic()
     try:
-        process = await asyncio.create_subprocess_shell(
-            command,
+        process = subprocess.Popen(  # noqa: ASYNC220 - fork+exec is quick; the waiting is async
+            ["/bin/sh", "-c", command],
             cwd=cwd,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             start_new_session=True,
             env=command_env(),
         )
     except OSError as exc:
         raise RpcError(ErrorCode.CANNOT_START, f"the command could not start: {exc.strerror}") from None
     out, err = OutputBuffer(output_cap), OutputBuffer(output_cap)
-    pumps = asyncio.gather(_pump(process.stdout, out), _pump(process.stderr, err))
+    transports: list[asyncio.BaseTransport] = []
+    pumps = asyncio.gather(_pump(process.stdout, out, transports), _pump(process.stderr, err, transports))
     timed_out = False
     try:
         try:
-            await asyncio.wait_for(process.wait(), timeout)
+            await asyncio.wait_for(_wait_exit(process), timeout)
         except TimeoutError:
             timed_out = True
     finally:
@@ -121,8 +160,10 @@ async def run_command(command: str, *, cwd: Path, timeout: float, output_cap: in
             pumps.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pumps
-        if process.returncode is None:
-            await process.wait()
+        finally:
+            for transport in transports:
+                transport.close()
+            process.wait()  # the group is dead: this reaps at once
     fields: dict[str, Any] = {
         "stdout": out.text(),
         "stderr": err.text(),

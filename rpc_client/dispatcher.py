@@ -54,7 +54,9 @@ def _validated(model: type[P], params: dict[str, Any]) -> P:
     try:
         return model.model_validate(params)
     except ValidationError as exc:
-        raise RpcError(ErrorCode.INVALID_PARAMS, "invalid params", {"errors": validation_details(exc)}) from None
+        raise RpcError(
+            ErrorCode.INVALID_PARAMS, "invalid params", {"errors": validation_details(exc)}
+        ) from None
 
 
 def _summary(method: str, params: dict[str, Any]) -> str:
@@ -81,10 +83,14 @@ async def _serve(
     except Exception:
         status = "internal_error"
         log.exception("%s failed", method)
-        raise JsonRpcError(ErrorCode.INTERNAL_ERROR, f"{method} failed in the client (see the client's log)") from None
+        raise JsonRpcError(
+            ErrorCode.INTERNAL_ERROR, f"{method} failed in the client (see the client's log)"
+        ) from None
     finally:
         elapsed = (time.monotonic() - started) * 1000
-        ctx.report(f"{time.strftime('%H:%M:%S')} {method} {_summary(method, params)} -> {status} ({elapsed:.1f} ms)")
+        ctx.report(
+            f"{time.strftime('%H:%M:%S')} {method} {_summary(method, params)} -> {status} ({elapsed:.1f} ms)"
+        )
 
 
 def _in_thread(fn: Callable[..., dict[str, Any]], *args: Any) -> Callable[[], Awaitable[dict[str, Any]]]:

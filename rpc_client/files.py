@@ -29,10 +29,17 @@ class FileLimits:
 
 
 def list_files(sandbox: Sandbox, params: ListFilesParams) -> dict[str, Any]:
-    entries, truncated = sandbox.list_dir(params.path, recursive=params.recursive, max_entries=params.max_entries)
+    entries, truncated = sandbox.list_dir(
+        params.path, recursive=params.recursive, max_entries=params.max_entries
+    )
     files = []
     for entry in entries:
-        row: dict[str, Any] = {"name": entry.name, "is_dir": entry.is_dir, "path": entry.path, "size": entry.size}
+        row: dict[str, Any] = {
+            "name": entry.name,
+            "is_dir": entry.is_dir,
+            "path": entry.path,
+            "size": entry.size,
+        }
         if entry.is_symlink:
             row["is_symlink"] = True
             if entry.target_outside:

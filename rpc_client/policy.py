@@ -87,7 +87,9 @@ class TerminalApprover:
     No terminal, or no answer within ``timeout`` seconds: refused. One question at a time.
     """
 
-    def __init__(self, *, stdin: TextIO | None = None, stderr: TextIO | None = None, timeout: float = 120.0) -> None:
+    def __init__(
+        self, *, stdin: TextIO | None = None, stderr: TextIO | None = None, timeout: float = 120.0
+    ) -> None:
         self._stdin = stdin or sys.stdin
         self._stderr = stderr or sys.stderr
         self._timeout = timeout

@@ -84,7 +84,8 @@ async def handshake(ws: ClientConnection, workspace: str) -> str:
     result = answer.result
     if not isinstance(result, dict) or not isinstance(result.get("workspace_id"), str):
         raise HandshakeRefused("the hub's answer to initialize has no workspace_id")
-    return result["workspace_id"]
+    workspace_id: str = result["workspace_id"]
+    return workspace_id
 
 
 async def _answer(ws: ClientConnection, ctx: ClientContext, frame: str) -> None:
@@ -102,7 +103,13 @@ async def serve(ws: ClientConnection, ctx: ClientContext) -> None:
     try:
         async for frame in ws:
             if isinstance(frame, bytes):
-                await ws.send(dump_json(to_wire(error_response(None, ErrorCode.INVALID_REQUEST, "binary frames are not accepted"))))
+                await ws.send(
+                    dump_json(
+                        to_wire(
+                            error_response(None, ErrorCode.INVALID_REQUEST, "binary frames are not accepted")
+                        )
+                    )
+                )
                 continue
             message = decode_frame(frame, Framing.JSONRPC)
             if isinstance(message, Request | Notification):

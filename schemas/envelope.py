@@ -75,7 +75,11 @@ def parse_envelope(value: object) -> Envelope | Malformed:
     if not isinstance(value, dict):
         return Malformed(ErrorCode.INVALID_REQUEST, "a message must be a JSON object")
     raw_id = value.get("request_id")
-    id_ok = raw_id is None or isinstance(raw_id, str) or (isinstance(raw_id, int) and not isinstance(raw_id, bool))
+    id_ok = (
+        raw_id is None
+        or isinstance(raw_id, str)
+        or (isinstance(raw_id, int) and not isinstance(raw_id, bool))
+    )
     answer_id = raw_id if id_ok else None
     type_ = value.get("type")
     if not isinstance(type_, str) or not type_:
@@ -150,5 +154,7 @@ def jsonrpc_to_envelope(message: Message, *, method: str | None = None) -> Envel
     if isinstance(message, Notification):
         return Envelope(type=message.method, payload=message.params or {})
     if isinstance(message, Response):
-        return Envelope(type=response_type(method), request_id=message.id, payload=success_payload(message.result))
+        return Envelope(
+            type=response_type(method), request_id=message.id, payload=success_payload(message.result)
+        )
     return Envelope(type=response_type(method), request_id=message.id, payload=error_payload(message.error))

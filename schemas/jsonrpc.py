@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from schemas.errors import ErrorCode
 
 RequestId = int | str
-JSONRPC = "2.0"
+JSONRPC: Literal["2.0"] = "2.0"
 
 
 class _Message(BaseModel):
@@ -87,7 +87,9 @@ def parse_message(value: object) -> Message | Malformed:
     raw_id = value.get("id")
     answer_id = raw_id if _valid_id(raw_id) else None
     if value.get("jsonrpc") != JSONRPC:
-        return Malformed(ErrorCode.INVALID_REQUEST, 'missing or wrong "jsonrpc" member (must be "2.0")', answer_id)
+        return Malformed(
+            ErrorCode.INVALID_REQUEST, 'missing or wrong "jsonrpc" member (must be "2.0")', answer_id
+        )
     if "id" in value and not _valid_id(raw_id) and raw_id is not None:
         return Malformed(ErrorCode.INVALID_REQUEST, '"id" must be a string or an integer')
     unknown = set(value) - {"jsonrpc", "id", "method", "params", "result", "error"}
@@ -98,9 +100,13 @@ def parse_message(value: object) -> Message | Malformed:
         if not isinstance(method, str) or not method:
             return Malformed(ErrorCode.INVALID_REQUEST, '"method" must be a non-empty string', answer_id)
         if "result" in value or "error" in value:
-            return Malformed(ErrorCode.INVALID_REQUEST, "a request cannot carry a result or an error", answer_id)
+            return Malformed(
+                ErrorCode.INVALID_REQUEST, "a request cannot carry a result or an error", answer_id
+            )
         if params is not None and not isinstance(params, dict):
-            return Malformed(ErrorCode.INVALID_PARAMS, '"params" must be an object (by-name parameters)', answer_id)
+            return Malformed(
+                ErrorCode.INVALID_PARAMS, '"params" must be an object (by-name parameters)', answer_id
+            )
         if "id" not in value:
             return Notification(method=method, params=params)
         if raw_id is None:
@@ -119,7 +125,9 @@ def parse_message(value: object) -> Message | Malformed:
             or not isinstance(error.get("message"), str)
             or set(error) - {"code", "message", "data"}
         ):
-            return Malformed(ErrorCode.INVALID_REQUEST, '"error" must be {"code": int, "message": str, "data"?}')
+            return Malformed(
+                ErrorCode.INVALID_REQUEST, '"error" must be {"code": int, "message": str, "data"?}'
+            )
         return ErrorResponse(
             id=answer_id,
             error=ErrorObject(code=error["code"], message=error["message"], data=error.get("data")),

@@ -32,16 +32,24 @@ class Result(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
-
-
 # --- list_files ------------------------------------------------------------
 
 
 class ListFilesParams(Params):
-    path: str = Field(default="./", min_length=1, max_length=MAX_PATH_CHARS, description="Folder to list, relative to the workspace root.")
-    recursive: bool = Field(default=False, description="List every file below the folder, not only its direct children.")
+    path: str = Field(
+        default="./",
+        min_length=1,
+        max_length=MAX_PATH_CHARS,
+        description="Folder to list, relative to the workspace root.",
+    )
+    recursive: bool = Field(
+        default=False, description="List every file below the folder, not only its direct children."
+    )
     max_entries: int = Field(
-        default=DEFAULT_LIST_ENTRIES, ge=1, le=MAX_LIST_ENTRIES, description="Stop after this many entries (the answer then says truncated)."
+        default=DEFAULT_LIST_ENTRIES,
+        ge=1,
+        le=MAX_LIST_ENTRIES,
+        description="Stop after this many entries (the answer then says truncated).",
     )
 
 
@@ -65,10 +73,13 @@ class ListFilesResult(Result):
 
 class ReadFilesParams(Params):
     files: list[str] = Field(
-        min_length=1, max_length=MAX_FILES_PER_READ, description="Paths of the files to read, relative to the workspace root."
+        min_length=1,
+        max_length=MAX_FILES_PER_READ,
+        description="Paths of the files to read, relative to the workspace root.",
     )
     encoding: Literal["text", "base64"] = Field(
-        default="text", description='"text" answers UTF-8 text and refuses binary files; "base64" answers any file base64-encoded.'
+        default="text",
+        description='"text" answers UTF-8 text and refuses binary files; "base64" answers any file base64-encoded.',
     )
 
 
@@ -80,9 +91,14 @@ class ReadFilesResult(Result):
 
 
 class ExecuteCommandParams(Params):
-    command: str = Field(min_length=1, max_length=MAX_COMMAND_CHARS, description="Shell command, run in the workspace root.")
+    command: str = Field(
+        min_length=1, max_length=MAX_COMMAND_CHARS, description="Shell command, run in the workspace root."
+    )
     timeout: float = Field(
-        default=DEFAULT_COMMAND_TIMEOUT_S, gt=0, le=MAX_COMMAND_TIMEOUT_S, description="Seconds before the command and its children are killed."
+        default=DEFAULT_COMMAND_TIMEOUT_S,
+        gt=0,
+        le=MAX_COMMAND_TIMEOUT_S,
+        description="Seconds before the command and its children are killed.",
     )
 
 
@@ -96,8 +112,14 @@ class ExecuteCommandResult(Result):
 
 
 class WriteFileParams(Params):
-    path: str = Field(min_length=1, max_length=MAX_PATH_CHARS, description="File to create or replace, relative to the workspace root.")
-    content: str = Field(max_length=MAX_WRITE_CHARS, description="The whole new content of the file (UTF-8 text).")
+    path: str = Field(
+        min_length=1,
+        max_length=MAX_PATH_CHARS,
+        description="File to create or replace, relative to the workspace root.",
+    )
+    content: str = Field(
+        max_length=MAX_WRITE_CHARS, description="The whole new content of the file (UTF-8 text)."
+    )
 
 
 class WriteFileResult(Result):
@@ -143,7 +165,11 @@ class ToolSpec:
         Responses API shape (``name``/``description``/``parameters``), so either
         API can take it as is.
         """
-        function = {"name": self.name, "description": self.description, "parameters": self.parameters_schema()}
+        function = {
+            "name": self.name,
+            "description": self.description,
+            "parameters": self.parameters_schema(),
+        }
         return {"type": "function", **function, "function": function}
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 TOKEN = "e2e-test-token-0123456789"
@@ -29,7 +29,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = START_TIMEOUT_S, what: str = "condition") -> object:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = START_TIMEOUT_S, what: str = "condition"
+) -> object:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -75,7 +77,16 @@ class Hub:
         self.log = self.home / f"hub-{time.monotonic_ns()}.log"
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "hub.cli", "serve", "--port", str(self.port), "--log-level", "warning"],
+                [
+                    sys.executable,
+                    "-m",
+                    "hub.cli",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                ],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -87,8 +98,8 @@ class Hub:
             if self.process.poll() is not None:
                 raise AssertionError(f"hub exited: {self.log.read_text() if self.log else ''}")
             try:
-                return httpx.get(self.http + "/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
+                return httpx2.get(self.http + "/healthz", timeout=1).status_code == 200
+            except httpx2.HTTPError:
                 return False
 
         wait_until(healthy, what="the hub to answer /healthz")
@@ -98,7 +109,7 @@ class Hub:
             stop(self.process, sig)
 
     def workspaces(self) -> list[dict[str, object]]:
-        response = httpx.get(self.http + "/api/workspaces", headers=self.headers(), timeout=5)
+        response = httpx2.get(self.http + "/api/workspaces", headers=self.headers(), timeout=5)
         response.raise_for_status()
         result: list[dict[str, object]] = response.json()
         return result
@@ -112,8 +123,8 @@ class Hub:
 
         return str(wait_until(find, timeout, what=f"workspace {name!r} to connect"))
 
-    def call(self, workspace_id: str, method: str, params: object, timeout: float = 60) -> httpx.Response:
-        return httpx.post(
+    def call(self, workspace_id: str, method: str, params: object, timeout: float = 60) -> httpx2.Response:
+        return httpx2.post(
             f"{self.http}/api/workspaces/{workspace_id}/tools/{method}",
             json=params,
             headers=self.headers(),
@@ -156,7 +167,9 @@ def project(tmp_path: Path) -> Path:
 def start_client(tmp_path: Path) -> Iterator[Callable[..., Client]]:
     started: list[Client] = []
 
-    def start(hub: Hub, root: Path, *args: str, name: str | None = None, token: str | None = None, wait: bool = True) -> Client:
+    def start(
+        hub: Hub, root: Path, *args: str, name: str | None = None, token: str | None = None, wait: bool = True
+    ) -> Client:
         name = name or f"ws-{len(started)}-{root.name}"
         log = tmp_path / f"client-{name}.log"
         command = [
@@ -165,7 +178,9 @@ def start_client(tmp_path: Path) -> Iterator[Callable[..., Client]]:
             "--token", token or hub.token, *args,
         ]  # fmt: skip
         with open(log, "wb") as out:
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         client = Client(process, log, name, list(args))
         started.append(client)
         if wait:

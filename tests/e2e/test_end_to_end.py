@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -21,7 +21,9 @@ from tests.e2e.conftest import Hub, wait_until
 pytestmark = pytest.mark.e2e
 
 
-def test_the_original_plan_lists_the_files_then_reads_one_of_them(hub: Hub, project: Path, start_client) -> None:
+def test_the_original_plan_lists_the_files_then_reads_one_of_them(
+    hub: Hub, project: Path, start_client
+) -> None:
     client = start_client(hub, project, "--dangerous", "deny")
     wid = hub.workspace_id(client.name)
 
@@ -46,7 +48,9 @@ def test_a_write_is_read_back_and_creates_missing_folders(hub: Hub, project: Pat
     assert written["status"] == "success"
     assert written["bytes_written"] == len(content.encode())
     assert (project / "pkg/new/mod.py").read_text(encoding="utf-8") == content
-    assert hub.call(wid, "read_files", {"files": ["pkg/new/mod.py"]}).json()["files"] == {"pkg/new/mod.py": content}
+    assert hub.call(wid, "read_files", {"files": ["pkg/new/mod.py"]}).json()["files"] == {
+        "pkg/new/mod.py": content
+    }
 
 
 def test_a_command_reports_its_output_and_exit_code(hub: Hub, project: Path, start_client) -> None:
@@ -59,7 +63,9 @@ def test_a_command_reports_its_output_and_exit_code(hub: Hub, project: Path, sta
 def test_a_command_that_times_out_leaves_no_process_behind(hub: Hub, project: Path, start_client) -> None:
     wid = hub.workspace_id(start_client(hub, project, "--dangerous", "deny").name)
     answer = hub.call(
-        wid, "execute_command", {"command": "sleep 300 & echo $! > bg.pid; echo started; sleep 300", "timeout": 1}
+        wid,
+        "execute_command",
+        {"command": "sleep 300 & echo $! > bg.pid; echo started; sleep 300", "timeout": 1},
     ).json()
     assert answer["status"] == "error"
     assert "timed out" in answer["error_message"]
@@ -79,7 +85,12 @@ def test_a_command_that_times_out_leaves_no_process_behind(hub: Hub, project: Pa
 def test_paths_outside_the_root_are_refused_through_the_hub(hub: Hub, project: Path, start_client) -> None:
     os.symlink("../outside-secret.txt", project / "leak")
     wid = hub.workspace_id(start_client(hub, project, "--dangerous", "deny").name)
-    for path in ["../outside-secret.txt", str(project.parent / "outside-secret.txt"), "leak", "src/../../outside-secret.txt"]:
+    for path in [
+        "../outside-secret.txt",
+        str(project.parent / "outside-secret.txt"),
+        "leak",
+        "src/../../outside-secret.txt",
+    ]:
         answer = hub.call(wid, "read_files", {"files": [path]}).json()
         assert answer["status"] == "error", path
         assert "outside" in answer["error_message"] or "leaves" in answer["error_message"], answer
@@ -89,16 +100,22 @@ def test_paths_outside_the_root_are_refused_through_the_hub(hub: Hub, project: P
     assert not (project.parent / "evil.txt").exists()
 
 
-def test_a_partial_read_names_each_failure_and_keeps_what_was_read(hub: Hub, project: Path, start_client) -> None:
+def test_a_partial_read_names_each_failure_and_keeps_what_was_read(
+    hub: Hub, project: Path, start_client
+) -> None:
     wid = hub.workspace_id(start_client(hub, project, "--dangerous", "deny").name)
-    answer = hub.call(wid, "read_files", {"files": ["src/main.py", "missing.py", "../outside-secret.txt"]}).json()
+    answer = hub.call(
+        wid, "read_files", {"files": ["src/main.py", "missing.py", "../outside-secret.txt"]}
+    ).json()
     assert answer["status"] == "error"
     assert answer["files"] == {"src/main.py": "print('hello')\n"}
     assert "missing.py" in answer["error_message"] and "outside-secret.txt" in answer["error_message"]
     assert set(answer["errors"]) == {"missing.py", "../outside-secret.txt"}
 
 
-def test_a_dangerous_command_is_refused_with_deny_and_the_file_survives(hub: Hub, project: Path, start_client) -> None:
+def test_a_dangerous_command_is_refused_with_deny_and_the_file_survives(
+    hub: Hub, project: Path, start_client
+) -> None:
     wid = hub.workspace_id(start_client(hub, project, "--dangerous", "deny").name)
     answer = hub.call(wid, "execute_command", {"command": "rm -rf src"}).json()
     assert answer["status"] == "error" and "dangerous" in answer["error_message"]
@@ -168,12 +185,20 @@ def test_the_client_comes_back_by_itself_after_a_hub_restart(hub: Hub, project: 
 
 
 def test_wrong_and_missing_tokens_are_refused(hub: Hub, project: Path, start_client) -> None:
-    assert httpx.get(hub.http + "/healthz").status_code == 200
-    assert httpx.get(hub.http + "/api/workspaces").status_code == 401
-    assert httpx.get(hub.http + "/api/workspaces", headers={"Authorization": "Bearer nope"}).status_code == 401
-    assert httpx.get(hub.http + "/api/tools", headers={"Authorization": "Basic " + hub.token}).status_code == 401
+    assert httpx2.get(hub.http + "/healthz").status_code == 200
+    assert httpx2.get(hub.http + "/api/workspaces").status_code == 401
+    assert (
+        httpx2.get(hub.http + "/api/workspaces", headers={"Authorization": "Bearer nope"}).status_code == 401
+    )
+    assert (
+        httpx2.get(hub.http + "/api/tools", headers={"Authorization": "Basic " + hub.token}).status_code
+        == 401
+    )
     for headers in ({}, {"Authorization": "Bearer wrong"}):
-        with pytest.raises(InvalidStatus) as refused, connect(hub.ws, additional_headers=headers, open_timeout=5):
+        with (
+            pytest.raises(InvalidStatus) as refused,
+            connect(hub.ws, additional_headers=headers, open_timeout=5),
+        ):
             pass
         assert refused.value.response.status_code in (401, 403)
     client = start_client(hub, project, token="wrong-token", wait=False)
@@ -190,12 +215,17 @@ def test_rest_errors_unknown_workspace_unknown_tool_bad_params(hub: Hub, project
     assert hub.call(wid, "execute_command", {"command": "ls", "timeout": "5"}).status_code == 422
     assert hub.call(wid, "execute_command", {"command": "ls", "timeout": 10**9}).status_code == 422
     assert hub.call(wid, "list_files", [1, 2]).status_code == 422
-    raw = httpx.post(
+    raw = httpx2.post(
         f"{hub.http}/api/workspaces/{wid}/tools/list_files", content=b"{not json", headers=hub.headers()
     )
     assert raw.status_code == 422
-    tools = httpx.get(hub.http + "/api/tools", headers=hub.headers()).json()
-    assert {t["function"]["name"] for t in tools} == {"list_files", "read_files", "execute_command", "write_file"}
+    tools = httpx2.get(hub.http + "/api/tools", headers=hub.headers()).json()
+    assert {t["function"]["name"] for t in tools} == {
+        "list_files",
+        "read_files",
+        "execute_command",
+        "write_file",
+    }
     assert all(t["function"]["parameters"]["type"] == "object" for t in tools)
 
 
@@ -209,7 +239,17 @@ def test_the_client_shuts_down_cleanly_on_ctrl_c(hub: Hub, project: Path, start_
 
 def test_the_client_exits_with_a_clear_message_for_a_bad_root(hub: Hub, tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "rpc_client.cli", "--hub", hub.ws, "--root", str(tmp_path / "nope"), "--token", hub.token],
+        [
+            sys.executable,
+            "-m",
+            "rpc_client.cli",
+            "--hub",
+            hub.ws,
+            "--root",
+            str(tmp_path / "nope"),
+            "--token",
+            hub.token,
+        ],
         capture_output=True,
         text=True,
         timeout=30,

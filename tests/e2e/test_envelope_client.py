@@ -30,7 +30,9 @@ def _handshake(ws: ClientConnection, name: str) -> tuple[ClientConnection, str]:
     return ws, answer["payload"]["workspace_id"]
 
 
-def _call_in_background(hub: Hub, wid: str, method: str, params: dict[str, object]) -> tuple[threading.Thread, dict[str, object]]:
+def _call_in_background(
+    hub: Hub, wid: str, method: str, params: dict[str, object]
+) -> tuple[threading.Thread, dict[str, object]]:
     outcome: dict[str, object] = {}
 
     def run() -> None:
@@ -51,7 +53,15 @@ def test_an_envelope_client_is_sent_envelopes_and_its_answers_reach_the_rest_cal
         assert request["payload"] == {"path": "./"}
         assert isinstance(request["request_id"], str)
         files = [{"name": "main.py", "is_dir": False}]
-        ws.send(json.dumps({"type": "list_files_response", "request_id": request["request_id"], "payload": {"status": "success", "files": files}}))
+        ws.send(
+            json.dumps(
+                {
+                    "type": "list_files_response",
+                    "request_id": request["request_id"],
+                    "payload": {"status": "success", "files": files},
+                }
+            )
+        )
         worker.join(30)
         assert outcome == {"status": 200, "body": {"status": "success", "files": files}}
 
@@ -59,14 +69,30 @@ def test_an_envelope_client_is_sent_envelopes_and_its_answers_reach_the_rest_cal
         worker, outcome = _call_in_background(hub, wid, "execute_command", {"command": "npm test"})
         request = json.loads(ws.recv(timeout=10))
         assert request["type"] == "execute_command" and request["payload"]["command"] == "npm test"
-        ws.send(json.dumps({"type": "command_output", "request_id": request["request_id"], "payload": {"status": "success", "stdout": "ok\n", "stderr": ""}}))
+        ws.send(
+            json.dumps(
+                {
+                    "type": "command_output",
+                    "request_id": request["request_id"],
+                    "payload": {"status": "success", "stdout": "ok\n", "stderr": ""},
+                }
+            )
+        )
         worker.join(30)
         assert outcome["body"] == {"status": "success", "stdout": "ok\n", "stderr": ""}
 
         # an error answer keeps its human-readable message
         worker, outcome = _call_in_background(hub, wid, "read_files", {"files": ["nope.py"]})
         request = json.loads(ws.recv(timeout=10))
-        ws.send(json.dumps({"type": "read_files_response", "request_id": request["request_id"], "payload": {"status": "error", "error_message": "nope.py: file not found"}}))
+        ws.send(
+            json.dumps(
+                {
+                    "type": "read_files_response",
+                    "request_id": request["request_id"],
+                    "payload": {"status": "error", "error_message": "nope.py: file not found"},
+                }
+            )
+        )
         worker.join(30)
         body = outcome["body"]
         assert isinstance(body, dict)
@@ -81,7 +107,15 @@ def test_answers_out_of_order_each_reach_their_own_caller(hub: Hub) -> None:
         req_b = json.loads(ws.recv(timeout=10))
         for req in (req_b, req_a):
             name = req["payload"]["files"][0]
-            ws.send(json.dumps({"type": "read_files_response", "request_id": req["request_id"], "payload": {"status": "success", "files": {name: name.upper()}}}))
+            ws.send(
+                json.dumps(
+                    {
+                        "type": "read_files_response",
+                        "request_id": req["request_id"],
+                        "payload": {"status": "success", "files": {name: name.upper()}},
+                    }
+                )
+            )
         first.join(30)
         second.join(30)
         assert first_outcome["body"] == {"status": "success", "files": {"a": "A"}}
@@ -93,9 +127,25 @@ def test_a_garbage_frame_after_the_handshake_is_answered_and_the_connection_live
         ws.send("{this is not json")
         answer = json.loads(ws.recv(timeout=10))
         assert answer["payload"]["status"] == "error"
-        ws.send(json.dumps({"type": "list_files_response", "request_id": "999", "payload": {"status": "success", "files": []}}))
+        ws.send(
+            json.dumps(
+                {
+                    "type": "list_files_response",
+                    "request_id": "999",
+                    "payload": {"status": "success", "files": []},
+                }
+            )
+        )
         worker, outcome = _call_in_background(hub, wid, "list_files", {})
         request = json.loads(ws.recv(timeout=10))
-        ws.send(json.dumps({"type": "list_files_response", "request_id": request["request_id"], "payload": {"status": "success", "files": []}}))
+        ws.send(
+            json.dumps(
+                {
+                    "type": "list_files_response",
+                    "request_id": request["request_id"],
+                    "payload": {"status": "success", "files": []},
+                }
+            )
+        )
         worker.join(30)
         assert outcome["status"] == 200

@@ -1,0 +1,114 @@
+"""The registry and a workspace's calls in flight, driven through a fake ``send``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import pytest
+
+from hub.registry import CallTimeout, Registry, Workspace, WorkspaceGone
+from schemas.framing import Framing
+from schemas.jsonrpc import ErrorObject, ErrorResponse, Response
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeSocket:
+    """Collects sent frames and lets the test wait for them."""
+
+    def __init__(self) -> None:
+        self.frames: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        self.broken = False
+
+    async def send(self, text: str) -> None:
+        if self.broken:
+            raise ConnectionError("socket closed")
+        await self.frames.put(json.loads(text))
+
+
+def workspace(sock: FakeSocket, framing: Framing = Framing.JSONRPC) -> Workspace:
+    return Workspace(name="proj", framing=framing, send=sock.send)
+
+
+async def test_answers_out_of_order_reach_their_own_callers() -> None:
+    sock = FakeSocket()
+    ws = workspace(sock)
+    first = asyncio.create_task(ws.call("read_files", {"files": ["a"]}, timeout=5))
+    second = asyncio.create_task(ws.call("read_files", {"files": ["b"]}, timeout=5))
+    req_a, req_b = await sock.frames.get(), await sock.frames.get()
+    ws.on_answer(Response(id=req_b["id"], result={"files": {"b": "B"}}))
+    ws.on_answer(Response(id=req_a["id"], result={"files": {"a": "A"}}))
+    assert (await first).result == {"files": {"a": "A"}}
+    assert (await second).result == {"files": {"b": "B"}}
+    assert ws.in_flight == 0
+
+
+async def test_a_call_times_out_and_its_late_answer_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    sock = FakeSocket()
+    ws = workspace(sock)
+    with pytest.raises(CallTimeout):
+        await ws.call("list_files", {}, timeout=0.01)
+    request = await sock.frames.get()
+    assert ws.in_flight == 0
+    with caplog.at_level(logging.WARNING, logger="aihub.hub"):
+        ws.on_answer(Response(id=request["id"], result={"files": []}))
+    assert "unknown or expired id" in caplog.text
+
+
+async def test_an_unknown_id_is_logged_and_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    ws = workspace(FakeSocket())
+    with caplog.at_level(logging.WARNING, logger="aihub.hub"):
+        ws.on_answer(ErrorResponse(id=None, error=ErrorObject(code=-32700, message="parse error")))
+        ws.on_answer(Response(id="nope", result={}))
+    assert caplog.text.count("dropping") == 2
+
+
+async def test_fail_all_fails_every_waiting_call_at_once_and_later_calls_fail_immediately() -> None:
+    sock = FakeSocket()
+    ws = workspace(sock)
+    calls = [
+        asyncio.create_task(ws.call("execute_command", {"command": "sleep 100"}, timeout=3600))
+        for _ in range(3)
+    ]
+    for _ in calls:
+        await sock.frames.get()
+    ws.fail_all("client disconnected")
+    for call in calls:
+        with pytest.raises(WorkspaceGone):
+            await call
+    with pytest.raises(WorkspaceGone):
+        await ws.call("list_files", {}, timeout=5)
+
+
+async def test_a_send_that_fails_is_a_gone_workspace_not_a_hang() -> None:
+    sock = FakeSocket()
+    sock.broken = True
+    ws = workspace(sock)
+    with pytest.raises(WorkspaceGone):
+        await ws.call("list_files", {}, timeout=5)
+    assert ws.in_flight == 0
+
+
+async def test_envelope_workspaces_are_sent_envelopes_with_string_ids() -> None:
+    sock = FakeSocket()
+    ws = workspace(sock, Framing.ENVELOPE)
+    call = asyncio.create_task(ws.call("list_files", {"path": "./"}, timeout=5))
+    frame = await sock.frames.get()
+    assert frame == {"type": "list_files", "request_id": "1", "payload": {"path": "./"}}
+    ws.on_answer(Response(id="1", result={"files": []}))
+    assert (await call).result == {"files": []}
+
+
+def test_the_registry_finds_by_id_then_by_latest_name() -> None:
+    registry = Registry()
+    older = Workspace(name="proj", framing=Framing.JSONRPC, send=FakeSocket().send, connected_at=1.0)
+    newer = Workspace(name="proj", framing=Framing.JSONRPC, send=FakeSocket().send, connected_at=2.0)
+    registry.add(older)
+    registry.add(newer)
+    assert registry.find(older.id) is older
+    assert registry.find("proj") is newer
+    registry.remove(newer)
+    assert registry.find("proj") is older and len(registry) == 1
+    assert registry.find("other") is None
