@@ -175,12 +175,15 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def _os_error(exc: OSError, shown: object) -> SandboxError:
-    """Turn an OSError into a SandboxError naming only the caller's relative path."""
+def _os_error(exc: OSError, shown: object, *, label: str | None = None) -> SandboxError:
+    """Turn an OSError into a SandboxError naming only the caller's relative path.
+
+    ``label`` replaces the quoted path as the subject of the message.
+    """
     code, why = _ERRNO_CODES.get(
         exc.errno or 0, (ErrorCode.IO_ERROR, os.strerror(exc.errno) if exc.errno else "I/O error")
     )
-    return SandboxError(code, f"{shown!r}: {why}")
+    return SandboxError(code, f"{label if label is not None else repr(shown)}: {why}")
 
 
 def _outside(shown: object, via: str | None) -> SandboxError:
@@ -255,11 +258,14 @@ class Sandbox:
                 raise SandboxError(
                     ErrorCode.NOT_A_DIRECTORY, "the workspace root is not a directory"
                 ) from None
-            raise _os_error(exc, "the workspace root") from None
+            raise _os_error(exc, None, label="the workspace root") from None
         try:
             # The real path was computed before the open: make sure both name one folder.
             if not _same_file(os.fstat(fd), os.stat(real, follow_symlinks=False)):
                 raise SandboxError(ErrorCode.IO_ERROR, "the workspace root changed while it was being opened")
+        except OSError as exc:
+            os.close(fd)
+            raise _os_error(exc, None, label="the workspace root") from None
         except BaseException:
             os.close(fd)
             raise
@@ -485,13 +491,15 @@ class Sandbox:
             try:
                 fd = os.open(res.name, _READ_FLAGS, dir_fd=res.parent_fd)
             except OSError as exc:
+                if exc.errno == errno.ELOOP:  # swapped for a link since it was judged
+                    raise self._changed(path) from None
                 raise _os_error(exc, path) from None
             try:
                 st = os.fstat(fd)
                 # The name may have been swapped since it was judged: read only the very
                 # file we checked, and only if it is (still) a regular file.
                 if not stat.S_ISREG(st.st_mode) or not _same_file(st, res.st):
-                    raise SandboxError(ErrorCode.IO_ERROR, f"{path!r} changed while it was opened; try again")
+                    raise self._changed(path)
                 if st.st_size > max_bytes:
                     raise self._too_large(path, st.st_size, max_bytes)
                 chunks: list[bytes] = []
@@ -510,6 +518,10 @@ class Sandbox:
                 raise _os_error(exc, path) from None
             finally:
                 os.close(fd)
+
+    @staticmethod
+    def _changed(path: str) -> SandboxError:
+        return SandboxError(ErrorCode.IO_ERROR, f"{path!r} changed while it was being opened; try again")
 
     @staticmethod
     def _too_large(path: str, size: int | None, max_bytes: int) -> SandboxError:
@@ -541,7 +553,7 @@ class Sandbox:
                 raise _os_error(exc, path) from None
         try:
             if not _same_file(os.fstat(dfd), want):
-                raise SandboxError(ErrorCode.IO_ERROR, f"{path!r} changed while it was opened; try again")
+                raise self._changed(path)
             entries: list[Entry] = []
             truncated = self._list_into(dfd, base, recursive, max(0, max_entries), depth, entries)
             return entries, truncated
@@ -608,7 +620,8 @@ class Sandbox:
         folders are created inside the root when ``create_parents``.  The existing file's
         permission bits are kept (new files get 0o644).
         """
-        if isinstance(path, str) and path.endswith("/"):
+        split_relative(path)  # validate first: '/' is outside the root before it is a folder
+        if path.endswith("/"):
             raise SandboxError(ErrorCode.INVALID_PATH, f"{path!r} ends with '/': a file name is needed")
         created: list[tuple[int, str]] = []
         ok = False
@@ -627,9 +640,10 @@ class Sandbox:
                     mode = res.st.st_mode & 0o777
                 try:
                     if existed and not os.access(
-                        res.name, os.W_OK, dir_fd=res.parent_fd, follow_symlinks=False
+                        res.name, os.W_OK, dir_fd=res.parent_fd, effective_ids=True, follow_symlinks=False
                     ):
-                        # rename() would bypass a read-only file's mode: honour it instead.
+                        # rename() would bypass a read-only file's mode: honour it instead
+                        # (as open() would: effective ids; root may still write).
                         raise SandboxError(ErrorCode.DENIED, f"{path!r} is read-only")
                     written = self._replace(res.parent_fd, res.name, data, mode, res.st)
                 except OSError as exc:
@@ -679,10 +693,13 @@ class Sandbox:
             if not placed:
                 with suppress(OSError):
                     os.unlink(tmp, dir_fd=dir_fd)
-        # Make the rename itself durable.
+        # Make the rename itself durable (some file systems cannot fsync a folder: EINVAL).
         dfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
             os.fsync(dfd)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
         finally:
             os.close(dfd)
         return done
