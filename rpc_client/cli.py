@@ -19,6 +19,7 @@ from pathlib import Path
 from rpc_client.dispatcher import ClientContext
 from rpc_client.errors import BadRoot, ClientExit, UsageError
 from rpc_client.policy import CommandPolicy, DangerousMode, TerminalApprover
+from rpc_client.rules import root_probe
 from rpc_client.sandbox import Sandbox, SandboxError
 from rpc_client.transport import HubTarget, run_until_stopped
 
@@ -88,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         name = args.name or sandbox.root.name or "root"
         mode = DangerousMode(args.dangerous)
         policy = CommandPolicy(
-            mode, read_only=args.read_only, approver=TerminalApprover(timeout=args.approval_timeout)
+            mode,
+            read_only=args.read_only,
+            approver=TerminalApprover(timeout=args.approval_timeout),
+            probe=root_probe(sandbox.root),
         )
         ctx = ClientContext(sandbox=sandbox, policy=policy, report=report)
         report(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -21,6 +22,8 @@ from typing import IO, Any
 
 from schemas.errors import ErrorCode, RpcError
 
+#: Commands run under bash (the grammar the policy judges), or /bin/sh where there is no bash.
+SHELL = shutil.which("bash") or "/bin/sh"
 #: Variables never passed on to a command: the client's own credentials.
 SECRET_ENV = ("AIHUB_TOKEN",)
 #: How long to wait for the pipes to close once the process group is dead.
@@ -122,7 +125,7 @@ async def _pump(
 
 
 async def run_command(command: str, *, cwd: Path, timeout: float, output_cap: int) -> dict[str, Any]:
-    """Run ``command`` through ``/bin/sh`` in ``cwd``; the result fields of execute_command.
+    """Run ``command`` through :data:`SHELL` in ``cwd``; the result fields of execute_command.
 
     A non-zero exit is a normal result. A timeout raises ``RpcError(TIMEOUT)``
     whose data holds what the command printed so far; a command that cannot
@@ -131,7 +134,7 @@ async def run_command(command: str, *, cwd: Path, timeout: float, output_cap: in
     started = time.monotonic()
     try:
         process = subprocess.Popen(  # noqa: ASYNC220 - fork+exec is quick; the waiting is async
-            ["/bin/sh", "-c", command],
+            [SHELL, "-c", command],
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

@@ -1,12 +1,10 @@
-"""The command policy: which commands need the user's consent, and asking for it.
+"""The command policy: which commands may run, and asking the user for consent.
 
-This first version judges the words of a command: after shell-style splitting
-(which removes quotes and escapes, so ``\\rm`` and ``r''m`` are ``rm``) and
-dropping a leading path (``/bin/rm`` is ``rm``), a word from
-:data:`DANGEROUS_WORDS` makes the command dangerous, and so does text that
-cannot be split at all. It over-refuses on purpose (``grep rm notes.txt`` is
-asked about too); a later version parses the shell grammar. The interface,
-:func:`classify` and :class:`CommandPolicy`, stays.
+Every command is judged by :mod:`rpc_client.rules` (a real bash grammar, every
+simple command at any depth, wrappers unwrapped). Dangerous ones run only with
+the user's consent (``--dangerous ask``), never (``deny``) or always
+(``allow``). In read-only mode only commands known to be safe (read-only
+tools such as ``ls``, ``grep``, ``git diff``) run.
 """
 
 from __future__ import annotations
@@ -14,65 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import re
-import shlex
 import sys
-from dataclasses import dataclass
 from typing import Protocol, TextIO
 
+from rpc_client.rules import Judge, Probe, Verdict
 from schemas.errors import ErrorCode, RpcError
-
-DANGEROUS_WORDS = {
-    "rm": "deletes files",
-    "rmdir": "deletes folders",
-    "unlink": "deletes files",
-    "shred": "destroys file contents",
-    "dd": "writes raw data",
-    "mkfs": "formats a file system",
-    "sudo": "raises privilege",
-    "su": "raises privilege",
-    "doas": "raises privilege",
-}
 
 
 class DangerousMode(enum.StrEnum):
     ASK = "ask"
     DENY = "deny"
     ALLOW = "allow"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    dangerous: bool
-    reasons: tuple[str, ...] = ()
-
-
-#: Characters that can glue a command name to shell syntax: `rm`, $(rm, x=`rm`, {rm,-rf}.
-_GLUE = re.compile(r"[`$(){}=;|&<>,!]+")
-
-
-def _word_reasons(word: str) -> list[str]:
-    return [r for part in _GLUE.split(word) if part and (r := _word_reason(part))]
-
-
-def _word_reason(word: str) -> str | None:
-    name = word.rsplit("/", 1)[-1]
-    if name.startswith("mkfs."):
-        name = "mkfs"
-    reason = DANGEROUS_WORDS.get(name)
-    return f"{name}: {reason}" if reason else None
-
-
-def classify(command: str) -> Verdict:
-    """Judge a command before it runs. When in doubt, it is dangerous."""
-    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
-    lexer.whitespace_split = True
-    try:
-        words = list(lexer)
-    except ValueError as exc:  # unbalanced quotes, a trailing escape
-        return Verdict(True, (f"cannot be analysed ({exc})",))
-    reasons = tuple(dict.fromkeys(r for w in words for r in _word_reasons(w)))
-    return Verdict(bool(reasons), reasons)
 
 
 class Approver(Protocol):
@@ -142,19 +92,28 @@ class TerminalApprover:
 class CommandPolicy:
     """Decides whether a command may run; raises ``RpcError(DENIED)`` when it may not."""
 
-    def __init__(self, mode: DangerousMode, *, read_only: bool, approver: Approver) -> None:
+    def __init__(
+        self, mode: DangerousMode, *, read_only: bool, approver: Approver, probe: Probe | None = None
+    ) -> None:
         self.mode = mode
         self.read_only = read_only
         self._approver = approver
+        self._judge = Judge(probe)
+
+    def classify(self, command: str) -> Verdict:
+        return self._judge.classify(command)
 
     def check_write(self, path: str) -> None:
         if self.read_only:
             raise RpcError(ErrorCode.DENIED, f"the client is read-only: writing {path!r} is refused")
 
     async def check_command(self, command: str) -> Verdict:
-        if self.read_only:
-            raise RpcError(ErrorCode.DENIED, "the client is read-only: commands are refused")
-        verdict = classify(command)
+        verdict = self.classify(command)
+        if self.read_only and not verdict.safe:
+            raise RpcError(
+                ErrorCode.DENIED,
+                "the client is read-only: only read-only commands (ls, cat, grep, git diff...) may run",
+            )
         if not verdict.dangerous or self.mode is DangerousMode.ALLOW:
             return verdict
         why = "; ".join(verdict.reasons)

@@ -7,7 +7,8 @@ import io
 
 import pytest
 
-from rpc_client.policy import CommandPolicy, DangerousMode, TerminalApprover, classify
+from rpc_client.policy import CommandPolicy, DangerousMode, TerminalApprover
+from rpc_client.rules import classify
 from schemas.errors import ErrorCode, RpcError
 
 pytestmark = pytest.mark.anyio
@@ -88,10 +89,12 @@ async def test_ordinary_commands_are_not_asked_about() -> None:
     assert approver.asked == []
 
 
-async def test_read_only_refuses_every_command_and_every_write() -> None:
+async def test_read_only_refuses_every_command_not_known_safe_and_every_write() -> None:
     policy = CommandPolicy(DangerousMode.ALLOW, read_only=True, approver=Scripted(True))
-    with pytest.raises(RpcError):
-        await policy.check_command("ls")
+    await policy.check_command("ls -la && git diff | grep x")
+    for command in ("touch a", "pytest", "rm x", "ls > listing.txt"):
+        with pytest.raises(RpcError):
+            await policy.check_command(command)
     with pytest.raises(RpcError):
         policy.check_write("a.txt")
 

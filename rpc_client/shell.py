@@ -1,0 +1,175 @@
+"""Shell text as bash would read it: every simple command, every redirection, every pipe.
+
+Built on tree-sitter-bash, a complete grammar of bash (quotes, escapes,
+``$'..'``, expansions, ``$(..)``, backticks, ``<(..)``, heredocs, lists,
+pipelines, functions, loops), so nothing here re-implements shell parsing.
+This module only *reads* the tree: it evaluates each word to the text bash
+would pass, or to ``None`` when the value is only known at run time
+(``$VAR``, ``$(..)``, globs in a command name), and lists the commands found at
+any depth, including inside substitutions, functions and loops.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import tree_sitter_bash
+from tree_sitter import Language, Node, Parser
+
+_PARSER = Parser(Language(tree_sitter_bash.language()))
+
+#: Node types whose value is known only when the command runs.
+_DYNAMIC = {
+    "simple_expansion",
+    "expansion",
+    "command_substitution",
+    "process_substitution",
+    "arithmetic_expansion",
+    "brace_expression",
+}
+_UNQUOTED_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+_DQUOTE_ESCAPE = re.compile(r'\\([$`"\\\n])')
+
+
+@dataclass(frozen=True)
+class Redirect:
+    op: str
+    target: str | None  # None: only known at run time
+    fd: str | None = None
+
+
+@dataclass
+class Command:
+    """One simple command: its words as bash would pass them (``None`` where dynamic)."""
+
+    argv: list[str | None]
+    node: Node = field(repr=False)
+    stdin_fed: bool = False  # a pipe, heredoc, herestring or ``<`` feeds its standard input
+
+
+@dataclass
+class Script:
+    commands: list[Command]
+    redirects: list[Redirect]
+    errors: list[str]
+
+
+def _text(node: Node) -> str:
+    return (node.text or b"").decode("utf-8", errors="surrogateescape")
+
+
+def _ansi_c(body: str) -> str:
+    # $'..' escapes: \n, \t, \xHH, \NNN, \uHHHH ... exactly what bash decodes.
+    try:
+        return codecs.decode(body.encode("latin-1", errors="backslashreplace"), "unicode_escape")
+    except (UnicodeDecodeError, ValueError):
+        return body
+
+
+def word_value(node: Node) -> str | None:
+    """The text bash passes for a word node, or ``None`` when it depends on run time."""
+    kind = node.type
+    if kind in _DYNAMIC:
+        return None
+    if kind == "word":
+        text = _text(node)
+        return _UNQUOTED_ESCAPE.sub(r"\1", text)
+    if kind in ("number", "variable_name", "special_variable_name", "heredoc_start"):
+        return _text(node)
+    if kind == "raw_string":
+        return _text(node)[1:-1]
+    if kind == "ansi_c_string":
+        return _ansi_c(_text(node)[2:-1])
+    if kind == "string":
+        parts: list[str] = []
+        for child in node.children:
+            if child.type == '"':
+                continue
+            if child.type == "string_content":
+                parts.append(_DQUOTE_ESCAPE.sub(r"\1", _text(child)))
+            else:
+                return None
+        return "".join(parts)
+    if kind in ("concatenation", "command_name"):
+        values = [word_value(child) for child in node.children]
+        if any(v is None for v in values):
+            return None
+        return "".join(v for v in values if v is not None)
+    if kind == "translated_string":  # $"..": a localised string
+        inner = node.children[-1] if node.children else None
+        return word_value(inner) if inner is not None else ""
+    return None
+
+
+def _redirect(node: Node) -> Redirect | None:
+    op = next((c.type for c in node.children if c.type.startswith((">", "&>", "<")) or c.type in (">|",)), "")
+    fd_node = node.child_by_field_name("descriptor")
+    dest = node.child_by_field_name("destination")
+    if dest is None:
+        # Some grammar versions leave the destination unnamed: take the last child.
+        dest = node.children[-1] if node.children else None
+    target = word_value(dest) if dest is not None else None
+    return Redirect(op=op, target=target, fd=_text(fd_node) if fd_node is not None else None)
+
+
+def _walk(node: Node) -> Iterator[Node]:
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(reversed(current.children))
+
+
+def _command(node: Node) -> Command:
+    argv: list[str | None] = []
+    for child in node.children:
+        if child.type == "variable_assignment" or child.type.endswith("redirect"):
+            continue
+        argv.append(word_value(child))
+    return Command(argv=argv, node=node)
+
+
+def _feeds_stdin(command: Node) -> bool:
+    parent = command.parent
+    if parent is not None and parent.type == "pipeline":
+        siblings = [c for c in parent.children if c.is_named]
+        if siblings and siblings[0] != command:
+            return True
+    holders = [command] + ([parent] if parent is not None and parent.type == "redirected_statement" else [])
+    for holder in holders:
+        for child in holder.children:
+            if child.type in ("heredoc_redirect", "herestring_redirect"):
+                return True
+            if child.type == "file_redirect" and any(c.type == "<" for c in child.children):
+                return True
+    grand = parent.parent if parent is not None else None
+    if (
+        parent is not None
+        and parent.type == "redirected_statement"
+        and grand is not None
+        and grand.type == "pipeline"
+    ):
+        siblings = [c for c in grand.children if c.is_named]
+        return bool(siblings) and siblings[0] != parent
+    return False
+
+
+def parse(text: str) -> Script:
+    """Every simple command and redirection in ``text``, at any depth; syntax errors listed."""
+    tree = _PARSER.parse(text.encode("utf-8", errors="surrogateescape"))
+    commands: list[Command] = []
+    redirects: list[Redirect] = []
+    errors: list[str] = []
+    if tree.root_node.has_error:
+        errors.append("the shell text has a syntax error")
+    for node in _walk(tree.root_node):
+        if node.type == "command":
+            command = _command(node)
+            command.stdin_fed = _feeds_stdin(node)
+            commands.append(command)
+        elif node.type == "file_redirect" and (r := _redirect(node)):
+            redirects.append(r)
+    return Script(commands=commands, redirects=redirects, errors=errors)
