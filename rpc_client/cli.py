@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+from rpc_client.confine import ConfinementUnavailable, SandboxMode, choose, state_folders
 from rpc_client.dispatcher import ClientContext
 from rpc_client.errors import BadRoot, ClientExit, UsageError
 from rpc_client.policy import CommandPolicy, DangerousMode, TerminalApprover
@@ -61,7 +62,18 @@ def parser() -> argparse.ArgumentParser:
         default=DangerousMode.ASK.value,
         help="dangerous commands: ask on this terminal (default), deny, or allow",
     )
-    p.add_argument("--read-only", action="store_true", help="refuse write_file and every command")
+    p.add_argument(
+        "--read-only",
+        action="store_true",
+        help="refuse write_file and every command not known to be read-only",
+    )
+    p.add_argument(
+        "--sandbox",
+        choices=[m.value for m in SandboxMode],
+        default=SandboxMode.AUTO.value,
+        help="confine commands with bubblewrap: auto (where it works, the default), bwrap (required), none",
+    )
+    p.add_argument("--allow-network", action="store_true", help="let confined commands use the network")
     p.add_argument(
         "--approval-timeout", type=float, default=120.0, help="seconds to wait for a yes (default 120)"
     )
@@ -94,7 +106,17 @@ def main(argv: list[str] | None = None) -> int:
             approver=TerminalApprover(timeout=args.approval_timeout),
             probe=root_probe(sandbox.root),
         )
-        ctx = ClientContext(sandbox=sandbox, policy=policy, report=report)
+        try:
+            confinement, confinement_line = choose(
+                SandboxMode(args.sandbox),
+                sandbox.root,
+                allow_network=args.allow_network,
+                hidden=state_folders(),
+            )
+        except ConfinementUnavailable as exc:
+            raise UsageError(str(exc)) from None
+        ctx = ClientContext(sandbox=sandbox, policy=policy, report=report, confinement=confinement)
+        report(confinement_line)
         report(
             f"serving {sandbox.root} as {name!r}; dangerous commands: {mode.value}"
             + ("; read-only" if args.read_only else "")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from rpc_client.confine import Confinement
 from schemas.errors import ErrorCode, RpcError
 
 #: Commands run under bash (the grammar the policy judges), or /bin/sh where there is no bash.
@@ -124,7 +125,9 @@ async def _pump(
         buffer.feed(chunk)
 
 
-async def run_command(command: str, *, cwd: Path, timeout: float, output_cap: int) -> dict[str, Any]:
+async def run_command(
+    command: str, *, cwd: Path, timeout: float, output_cap: int, confinement: Confinement | None = None
+) -> dict[str, Any]:
     """Run ``command`` through :data:`SHELL` in ``cwd``; the result fields of execute_command.
 
     A non-zero exit is a normal result. A timeout raises ``RpcError(TIMEOUT)``
@@ -134,7 +137,7 @@ async def run_command(command: str, *, cwd: Path, timeout: float, output_cap: in
     started = time.monotonic()
     try:
         process = subprocess.Popen(  # noqa: ASYNC220 - fork+exec is quick; the waiting is async
-            [SHELL, "-c", command],
+            confinement.wrap([SHELL, "-c", command]) if confinement else [SHELL, "-c", command],
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

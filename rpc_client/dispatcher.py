@@ -21,6 +21,7 @@ from jsonrpcserver.exceptions import JsonRpcError
 from pydantic import ValidationError
 
 from rpc_client import commands, files
+from rpc_client.confine import Confinement
 from rpc_client.policy import CommandPolicy
 from rpc_client.sandbox import Sandbox
 from schemas.errors import ErrorCode, RpcError, error_name
@@ -39,6 +40,7 @@ class ClientContext:
     policy: CommandPolicy
     limits: files.FileLimits = field(default_factory=files.FileLimits)
     output_cap: int = 1024 * 1024
+    confinement: Confinement | None = None
     report: Callable[[str], None] = print
 
 
@@ -130,7 +132,11 @@ async def execute_command(ctx: ClientContext, **params: Any) -> Any:
         p = _validated(ExecuteCommandParams, params)
         await ctx.policy.check_command(p.command)
         return await commands.run_command(
-            p.command, cwd=ctx.sandbox.root, timeout=p.timeout, output_cap=ctx.output_cap
+            p.command,
+            cwd=ctx.sandbox.root,
+            timeout=p.timeout,
+            output_cap=ctx.output_cap,
+            confinement=ctx.confinement,
         )
 
     return await _serve(ctx, "execute_command", params, work)

@@ -168,7 +168,13 @@ def start_client(tmp_path: Path) -> Iterator[Callable[..., Client]]:
     started: list[Client] = []
 
     def start(
-        hub: Hub, root: Path, *args: str, name: str | None = None, token: str | None = None, wait: bool = True
+        hub: Hub,
+        root: Path,
+        *args: str,
+        name: str | None = None,
+        token: str | None = None,
+        wait: bool = True,
+        env: dict[str, str] | None = None,
     ) -> Client:
         name = name or f"ws-{len(started)}-{root.name}"
         log = tmp_path / f"client-{name}.log"
@@ -179,7 +185,7 @@ def start_client(tmp_path: Path) -> Iterator[Callable[..., Client]]:
         ]  # fmt: skip
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
             )
         client = Client(process, log, name, list(args))
         started.append(client)

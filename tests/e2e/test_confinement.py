@@ -1,0 +1,93 @@
+"""Commands under bubblewrap, through the real hub and client: they cannot leave the project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Hub
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        shutil.which("bwrap") is None, reason="bubblewrap is not installed (.ci/run installs it)"
+    ),
+]
+
+
+@pytest.fixture
+def outside() -> Iterator[Path]:
+    # Not under /tmp: commands get a private /tmp, which would hide a write rather than refuse it.
+    folder = Path(tempfile.mkdtemp(prefix="aihub-outside-", dir="/var/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def run(hub: Hub, wid: str, command: str) -> dict[str, object]:
+    answer: dict[str, object] = hub.call(wid, "execute_command", {"command": command, "timeout": 20}).json()
+    assert answer["status"] == "success", answer
+    return answer
+
+
+def test_a_confined_command_cannot_write_outside_the_root_but_can_inside(
+    hub: Hub, project: Path, outside: Path, start_client
+) -> None:
+    # --dangerous allow: the policy lets everything through; the OS sandbox alone must hold.
+    client = start_client(hub, project, "--sandbox", "bwrap", "--dangerous", "allow")
+    wid = hub.workspace_id(client.name)
+    (outside / "precious").write_text("keep\n")
+    assert run(hub, wid, f"rm -f {outside}/precious")["exit_code"] != 0
+    assert (outside / "precious").read_text() == "keep\n"
+    target = outside / "file"
+    answer = run(hub, wid, f"{sys.executable} -c \"open('{target}', 'w').write('escaped')\"")
+    assert answer["exit_code"] != 0 and "Read-only file system" in str(answer["stderr"])
+    assert not target.exists()
+    assert run(hub, wid, "echo inside > made.txt && cat made.txt")["stdout"] == "inside\n"
+    assert (project / "made.txt").read_text() == "inside\n"
+    assert "bubblewrap" in client.output()
+
+
+def test_a_confined_command_has_no_network_unless_allowed(hub: Hub, project: Path, start_client) -> None:
+    probe = f"{sys.executable} -c \"import socket; socket.create_connection(('127.0.0.1', {hub.port}), timeout=5)\""
+    wid = hub.workspace_id(start_client(hub, project, "--sandbox", "bwrap", "--dangerous", "deny").name)
+    assert run(hub, wid, probe)["exit_code"] != 0
+    wid = hub.workspace_id(
+        start_client(
+            hub, project, "--sandbox", "bwrap", "--allow-network", "--dangerous", "deny", name="net"
+        ).name
+    )
+    assert run(hub, wid, probe)["exit_code"] == 0
+
+
+def test_the_token_folder_is_hidden_from_confined_commands(hub: Hub, project: Path, start_client) -> None:
+    (hub.home / "token").write_text(hub.token + "\n")
+    env = {**os.environ, "AIHUB_HOME": str(hub.home)}
+    wid = hub.workspace_id(
+        start_client(hub, project, "--sandbox", "bwrap", "--dangerous", "deny", env=env).name
+    )
+    answer = run(hub, wid, f"cat {hub.home}/token; ls -a {hub.home}")
+    assert hub.token not in str(answer["stdout"])
+
+
+def test_processes_started_by_a_confined_command_die_with_it(hub: Hub, project: Path, start_client) -> None:
+    wid = hub.workspace_id(start_client(hub, project, "--sandbox", "bwrap", "--dangerous", "deny").name)
+    run(hub, wid, "sleep 3217 & echo started")
+    assert subprocess.run(["pgrep", "-f", "sleep 3217"], capture_output=True).returncode == 1
+
+
+def test_sandbox_bwrap_without_bubblewrap_is_a_clear_usage_error_and_auto_says_so(
+    hub: Hub, project: Path, start_client
+) -> None:
+    env = {**os.environ, "PATH": "/nonexistent"}
+    required = start_client(hub, project, "--sandbox", "bwrap", env=env, wait=False)
+    assert required.process.wait(20) == 2
+    assert "bwrap" in required.output() and "Traceback" not in required.output()
+    auto = start_client(hub, project, "--dangerous", "deny", env=env, name="auto")
+    assert "NOT confined" in auto.output()
