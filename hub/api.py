@@ -8,7 +8,6 @@ original schema describes: ``{"status": "success", ...}`` or
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -16,18 +15,27 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from hub.registry import CallTimeout, Registry, WorkspaceGone
+from hub.registry import AmbiguousName, CallTimeout, Registry, WorkspaceGone
 from hub.settings import HubSettings
 from schemas.envelope import error_payload, success_payload
-from schemas.jsonrpc import ErrorResponse
-from schemas.tools import TOOLS, ExecuteCommandParams, Params, tools_for_llm
+from schemas.framing import load_json
+from schemas.jsonrpc import ErrorResponse, Malformed
+from schemas.tools import TOOLS, ExecuteCommandParams, Params, tools_for_llm, validation_errors
 
 
-def _validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"loc": ["body", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]}
-        for e in exc.errors(include_url=False, include_input=False, include_context=False)
-    ]
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 past ``limit`` bytes (before reading it all when the length is declared)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"the body is over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"the body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def call_timeout(settings: HubSettings, params: Params) -> float:
@@ -50,23 +58,27 @@ def build_router(registry: Registry, settings: HubSettings, require_token: Calla
 
     @router.post("/workspaces/{workspace_id}/tools/{method}")
     async def call_tool(workspace_id: str, method: str, request: Request) -> JSONResponse:
-        workspace = registry.find(workspace_id)
+        try:
+            workspace = registry.find(workspace_id)
+        except AmbiguousName as exc:
+            raise HTTPException(409, str(exc)) from None
         if workspace is None:
             raise HTTPException(404, f"no connected workspace {workspace_id!r}")
         spec = TOOLS.get(method)
         if spec is None:
             raise HTTPException(404, f"no tool {method!r}; the tools are {sorted(TOOLS)}")
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw.strip() else {}
-        except (ValueError, RecursionError):
-            raise HTTPException(422, "the body is not valid JSON") from None
+        raw = await _read_body(request, settings.max_body_bytes)
+        body = load_json(raw) if raw.strip() else {}
+        if isinstance(body, Malformed):
+            raise HTTPException(422, f"the body is {body.message}")
         if not isinstance(body, dict):
             raise HTTPException(422, "the body must be a JSON object of params")
         try:
             params = spec.params.model_validate(body)
         except ValidationError as exc:
-            raise HTTPException(422, _validation_detail(exc)) from None
+            raise HTTPException(
+                422, [{**e, "loc": ["body", *e["loc"]]} for e in validation_errors(exc)]
+            ) from None
         try:
             answer = await workspace.call(
                 method, params.model_dump(exclude_unset=True), timeout=call_timeout(settings, params)

@@ -10,7 +10,8 @@ from hub.settings import HubSettings
 
 def create_app(settings: HubSettings) -> FastAPI:
     hub = WorkspaceHub(settings)
-    app = FastAPI(title="AI Hub Workspaces", version="0.1.0")
+    # No /docs, /redoc or /openapi.json: they would be the only routes besides /healthz without auth.
+    app = FastAPI(title="AI Hub Workspaces", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.hub = hub
 
     @app.get("/healthz")

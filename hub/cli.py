@@ -13,7 +13,32 @@ import uvicorn
 
 from hub.app import create_app
 from hub.auth import load_or_create_token
-from hub.settings import HubSettings, default_home
+from hub.settings import HubSettings
+from schemas.protocol import aihub_home
+
+
+class RedactSecret(logging.Filter):
+    """Replaces a secret in every log record that passes through a handler."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.secret in message:
+            record.msg, record.args = message.replace(self.secret, "<token>"), None
+        return True
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {port}")
+    return port
 
 
 def parser() -> argparse.ArgumentParser:
@@ -21,13 +46,13 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="start the hub")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    serve.add_argument("--port", type=port_number, default=8765, help="port (default 8765)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
 
 def serve(host: str, port: int, log_level: str) -> int:
-    home = default_home()
+    home = aihub_home()
     try:
         token, source = load_or_create_token(home)
     except OSError as exc:
@@ -37,7 +62,7 @@ def serve(host: str, port: int, log_level: str) -> int:
     logging.basicConfig(level=log_level.upper(), format="aihub: %(message)s")
     print(f"aihub: token ({source}): {token}", flush=True)
     print(f"aihub: clients connect to ws://{host}:{port}/ws/workspace", flush=True)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
@@ -45,6 +70,12 @@ def serve(host: str, port: int, log_level: str) -> int:
         ws_max_size=settings.max_frame_bytes,
         timeout_graceful_shutdown=5,
     )
+    # uvicorn's debug log prints request headers, the bearer token among them.
+    redact = RedactSecret(token)
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(redact)
+    uvicorn.Server(config).run()
     return 0
 
 

@@ -20,11 +20,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.framing import Framing, encode_frame
-from schemas.jsonrpc import ErrorResponse, Message, Request, RequestId, Response
+from schemas.jsonrpc import ErrorResponse, Request, RequestId, Response
 
 log = logging.getLogger("aihub.hub")
 
+#: Sends one text frame; raises :class:`WorkspaceGone` when the socket is gone.
 Send = Callable[[str], Awaitable[None]]
+#: Pending calls are keyed by the id's JSON type and value: "1" does not answer 1.
+Key = tuple[str, str]
+
+
+def _key(request_id: RequestId) -> Key:
+    return (type(request_id).__name__, str(request_id))
 
 
 class WorkspaceGone(Exception):
@@ -33,6 +40,16 @@ class WorkspaceGone(Exception):
 
 class CallTimeout(Exception):
     """No answer within the call's timeout."""
+
+
+class AmbiguousName(Exception):
+    """Several connected workspaces have the name a caller used."""
+
+    def __init__(self, name: str, ids: list[str]) -> None:
+        super().__init__(
+            f"{len(ids)} connected workspaces are named {name!r}; use one of their ids: {sorted(ids)}"
+        )
+        self.ids = ids
 
 
 @dataclass(eq=False)
@@ -45,7 +62,7 @@ class Workspace:
     client: str | None = None
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     connected_at: float = field(default_factory=time.time)
-    _pending: dict[str, asyncio.Future[Response | ErrorResponse]] = field(default_factory=dict)
+    _pending: dict[Key, asyncio.Future[Response | ErrorResponse]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _closed: BaseException | None = None
 
@@ -56,7 +73,7 @@ class Workspace:
             "framing": self.framing.value,
             "client": self.client,
             "connected_at": self.connected_at,
-            "in_flight": len(self._pending),
+            "in_flight": self.in_flight,
         }
 
     @property
@@ -69,36 +86,34 @@ class Workspace:
         return str(n) if self.framing is Framing.ENVELOPE else n
 
     async def call(self, method: str, params: dict[str, Any], timeout: float) -> Response | ErrorResponse:
-        """Send a request and wait for its answer.
+        """Send a request and wait for its answer; the timeout covers both.
 
-        Raises :class:`CallTimeout` or :class:`WorkspaceGone`.
+        Raises :class:`CallTimeout`, or :class:`WorkspaceGone` (``send`` raises
+        it too when the socket is gone).
         """
         if self._closed is not None:
             raise WorkspaceGone("the workspace's client is no longer connected")
         request_id = self._next_id()
-        key = str(request_id)
+        key = _key(request_id)
         future: asyncio.Future[Response | ErrorResponse] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
-            try:
+            async with asyncio.timeout(timeout):
                 await self.send(
                     encode_frame(Request(id=request_id, method=method, params=params), self.framing)
                 )
-            except Exception as exc:
-                raise WorkspaceGone("the workspace's client is no longer connected") from exc
-            try:
-                return await asyncio.wait_for(future, timeout)
-            except TimeoutError:
-                raise CallTimeout(f"{method}: no answer from the client within {timeout:g} s") from None
+                return await future
+        except TimeoutError:
+            raise CallTimeout(f"{method}: no answer from the client within {timeout:g} s") from None
         finally:
             self._pending.pop(key, None)
 
     def is_waiting(self, request_id: RequestId) -> bool:
-        return str(request_id) in self._pending
+        return _key(request_id) in self._pending
 
     def on_answer(self, answer: Response | ErrorResponse) -> None:
         """Hand an answer to the call waiting for it; drop it if none is."""
-        future = self._pending.get(str(answer.id)) if answer.id is not None else None
+        future = self._pending.get(_key(answer.id)) if answer.id is not None else None
         if future is None or future.done():
             log.warning("workspace %s: dropping an answer for unknown or expired id %r", self.id, answer.id)
             return
@@ -126,22 +141,20 @@ class Registry:
         if self._workspaces.get(workspace.id) is workspace:
             del self._workspaces[workspace.id]
 
-    def get(self, workspace_id: str) -> Workspace | None:
-        return self._workspaces.get(workspace_id)
-
     def find(self, id_or_name: str) -> Workspace | None:
-        """By id, else the most recently connected workspace of that name."""
+        """By id, else by name when exactly one workspace has it.
+
+        Raises :class:`AmbiguousName` when several connected workspaces share the name.
+        """
         if found := self._workspaces.get(id_or_name):
             return found
         named = [w for w in self._workspaces.values() if w.name == id_or_name]
-        return max(named, key=lambda w: w.connected_at) if named else None
+        if len(named) > 1:
+            raise AmbiguousName(id_or_name, [w.id for w in named])
+        return named[0] if named else None
 
     def all(self) -> list[Workspace]:
         return list(self._workspaces.values())
 
     def __len__(self) -> int:
         return len(self._workspaces)
-
-
-def is_answer(message: Message) -> bool:
-    return isinstance(message, Response | ErrorResponse)

@@ -14,13 +14,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from starlette.websockets import WebSocketState
 
-from hub.registry import Registry, Workspace
+from hub.registry import Registry, Send, Workspace, WorkspaceGone
 from hub.settings import HubSettings
 from schemas.errors import ErrorCode
 from schemas.framing import Framing, decode_frame, decode_value, detect_framing, encode_frame, load_json
@@ -33,11 +32,11 @@ from schemas.jsonrpc import (
     Response,
     error_response,
 )
+from schemas.protocol import CLOSE_POLICY_VIOLATION
 from schemas.tools import InitializeParams
 
 log = logging.getLogger("aihub.hub")
 
-POLICY_VIOLATION = 1008
 HUB_VERSION = "aihub/0.1"
 
 
@@ -103,7 +102,7 @@ def build_router(
     @router.websocket("/ws/workspace")
     async def workspace_socket(ws: WebSocket) -> None:
         if not authorize(ws.headers.get("authorization")):
-            await ws.close(code=POLICY_VIOLATION, reason="missing or wrong token")
+            await ws.close(code=CLOSE_POLICY_VIOLATION, reason="missing or wrong token")
             return
         await ws.accept()
         try:
@@ -114,7 +113,7 @@ def build_router(
                 with contextlib.suppress(Exception):
                     await ws.send_text(encode_frame(exc.answer, exc.framing, method="initialize"))
             with contextlib.suppress(Exception):
-                await ws.close(code=POLICY_VIOLATION, reason=exc.reason[:120])
+                await ws.close(code=CLOSE_POLICY_VIOLATION, reason=exc.reason[:120])
             return
         except WebSocketDisconnect:
             return
@@ -123,7 +122,11 @@ def build_router(
 
         async def send(text: str) -> None:
             async with send_lock:
-                await ws.send_text(text)
+                try:
+                    await ws.send_text(text)
+                except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+                    # Starlette's errors stay here: the registry knows only WorkspaceGone.
+                    raise WorkspaceGone("the workspace's client is no longer connected") from exc
 
         workspace = Workspace(name=params.workspace, framing=framing, send=send, client=params.client)
         registry.add(workspace)
@@ -137,7 +140,7 @@ def build_router(
                 )
             )
             await _pump(ws, workspace, send)
-        except WebSocketDisconnect:
+        except (WebSocketDisconnect, WorkspaceGone):
             pass
         finally:
             registry.remove(workspace)
@@ -150,7 +153,7 @@ def build_router(
     return router
 
 
-async def _pump(ws: WebSocket, workspace: Workspace, send: Callable[[str], Any]) -> None:
+async def _pump(ws: WebSocket, workspace: Workspace, send: Send) -> None:
     """Read frames until the client goes away."""
     while True:
         frame = await _receive_text(ws)

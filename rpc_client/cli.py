@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import sys
-from pathlib import Path
+from urllib.parse import urlsplit
 
 from rpc_client.confine import ConfinementUnavailable, SandboxMode, choose, state_folders
 from rpc_client.dispatcher import ClientContext
@@ -23,34 +23,61 @@ from rpc_client.policy import CommandPolicy, DangerousMode, TerminalApprover
 from rpc_client.rules import root_probe
 from rpc_client.sandbox import Sandbox, SandboxError
 from rpc_client.transport import HubTarget, run_until_stopped
+from schemas.protocol import TOKEN_FILE, aihub_home
 
 DEFAULT_HUB = "ws://127.0.0.1:8765/ws/workspace"
 
 
-def default_token_file() -> Path:
-    """``$AIHUB_HOME/token``, ``~/.aihub/token`` by default (the hub writes it)."""
-    return Path(os.environ.get("AIHUB_HOME") or Path.home() / ".aihub") / "token"
-
-
 def find_token(flag: str | None) -> str:
-    """``--token``, else ``AIHUB_TOKEN``, else the token file."""
+    """``--token``, else ``AIHUB_TOKEN``, else the token file the hub writes."""
+    path = aihub_home() / TOKEN_FILE
     if flag:
-        return flag
-    if token := os.environ.get("AIHUB_TOKEN"):
-        return token
-    path = default_token_file()
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except OSError:
-        token = ""
+        token, source = flag.strip(), "--token"
+    elif os.environ.get("AIHUB_TOKEN", "").strip():
+        token, source = os.environ["AIHUB_TOKEN"].strip(), "AIHUB_TOKEN"
+    else:
+        try:
+            token, source = path.read_text(encoding="utf-8").strip(), str(path)
+        except OSError:
+            token, source = "", str(path)
     if not token:
         raise UsageError(f"no token: pass --token, set AIHUB_TOKEN, or start the hub once to create {path}")
+    if not (token.isascii() and token.isprintable()) or " " in token:
+        # It goes into an HTTP header: never print it, never retry with it.
+        raise UsageError(f"the token from {source} has characters a token cannot have")
     return token
+
+
+def websocket_url(text: str) -> str:
+    """``--hub``, checked: a ws:// or wss:// URL with a host and a valid port."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a valid URL: {text!r} ({exc})") from None
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"must be a ws:// or wss:// URL, not {text!r}")
+    return text
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text!r}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aihub-client", description="Connect a project folder to an AI Hub.")
-    p.add_argument("--hub", default=DEFAULT_HUB, help=f"the hub's WebSocket URL (default {DEFAULT_HUB})")
+    p.add_argument(
+        "--hub",
+        default=DEFAULT_HUB,
+        type=websocket_url,
+        help=f"the hub's WebSocket URL (default {DEFAULT_HUB})",
+    )
     p.add_argument(
         "--root", default=".", help="the project folder the AI may work in (default: current folder)"
     )
@@ -75,7 +102,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--allow-network", action="store_true", help="let confined commands use the network")
     p.add_argument(
-        "--approval-timeout", type=float, default=120.0, help="seconds to wait for a yes (default 120)"
+        "--approval-timeout",
+        type=positive_seconds,
+        default=120.0,
+        help="seconds to wait for a yes (default 120)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     return p
@@ -90,10 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="aihub-client: %(message)s"
     )
+    # websockets' debug log prints the handshake's headers, the bearer token among them.
+    logging.getLogger("websockets").setLevel(logging.INFO)
     try:
         token = find_token(args.token)
-        if not args.hub.startswith(("ws://", "wss://")):
-            raise UsageError(f"--hub must be a ws:// or wss:// URL, not {args.hub!r}")
+
         try:
             sandbox = Sandbox(args.root)
         except SandboxError as exc:
@@ -105,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             read_only=args.read_only,
             approver=TerminalApprover(timeout=args.approval_timeout),
             probe=root_probe(sandbox.root),
+            protected=[str(aihub_home())],
         )
         try:
             confinement, confinement_line = choose(

@@ -10,12 +10,13 @@ everything the command started), without network unless
 from __future__ import annotations
 
 import enum
-import os
 import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from schemas.protocol import aihub_home
 
 
 class SandboxMode(enum.StrEnum):
@@ -92,4 +93,4 @@ def choose(
 
 def state_folders() -> list[Path]:
     """The client's and hub's state folder (the token lives there)."""
-    return [Path(os.environ.get("AIHUB_HOME") or Path.home() / ".aihub")]
+    return [aihub_home()]

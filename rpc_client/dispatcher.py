@@ -9,6 +9,7 @@ with a generic message (the details go to the local log, never to the peer).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,9 +25,17 @@ from rpc_client import commands, files
 from rpc_client.confine import Confinement
 from rpc_client.policy import CommandPolicy
 from rpc_client.sandbox import Sandbox
+from rpc_client.terminal import printable
 from schemas.errors import ErrorCode, RpcError, error_name
 from schemas.framing import dump_json
-from schemas.tools import ExecuteCommandParams, ListFilesParams, Params, ReadFilesParams, WriteFileParams
+from schemas.tools import (
+    ExecuteCommandParams,
+    ListFilesParams,
+    Params,
+    ReadFilesParams,
+    WriteFileParams,
+    validation_errors,
+)
 
 log = logging.getLogger("aihub.client")
 P = TypeVar("P", bound=Params)
@@ -41,15 +50,9 @@ class ClientContext:
     limits: files.FileLimits = field(default_factory=files.FileLimits)
     output_cap: int = 1024 * 1024
     confinement: Confinement | None = None
+    #: Commands running at once; more wait for a slot (within their own timeout).
+    command_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     report: Callable[[str], None] = print
-
-
-def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
-    """Field errors in a JSON-safe form, without the input values (they may be huge)."""
-    return [
-        {"loc": [str(p) for p in error["loc"]], "msg": error["msg"], "type": error["type"]}
-        for error in exc.errors(include_url=False, include_input=False, include_context=False)
-    ]
 
 
 def _validated(model: type[P], params: dict[str, Any]) -> P:
@@ -57,17 +60,17 @@ def _validated(model: type[P], params: dict[str, Any]) -> P:
         return model.model_validate(params)
     except ValidationError as exc:
         raise RpcError(
-            ErrorCode.INVALID_PARAMS, "invalid params", {"errors": validation_details(exc)}
+            ErrorCode.INVALID_PARAMS, "invalid params", {"errors": validation_errors(exc)}
         ) from None
 
 
 def _summary(method: str, params: dict[str, Any]) -> str:
     if method == "read_files" and isinstance(params.get("files"), list):
-        names = [str(f) for f in params["files"][:3]]
+        names = [printable(str(f)) for f in params["files"][:3]]
         more = len(params["files"]) - len(names)
         return ", ".join(names) + (f" (+{more})" if more > 0 else "")
     value = params.get("command", params.get("path", ""))
-    text = str(value).replace("\n", "\\n")
+    text = printable(str(value))
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -82,6 +85,9 @@ async def _serve(
     except RpcError as exc:
         status = error_name(exc.code)
         raise JsonRpcError(exc.code, exc.message, exc.data) from None
+    except asyncio.CancelledError:
+        status = "cancelled"
+        raise
     except Exception:
         status = "internal_error"
         log.exception("%s failed", method)
@@ -105,7 +111,7 @@ def _in_thread(fn: Callable[..., dict[str, Any]], *args: Any) -> Callable[[], Aw
 async def list_files(ctx: ClientContext, **params: Any) -> Any:
     async def work() -> dict[str, Any]:
         p = _validated(ListFilesParams, params)
-        return await _in_thread(files.list_files, ctx.sandbox, p)()
+        return await _in_thread(files.list_files, ctx.sandbox, p, ctx.limits)()
 
     return await _serve(ctx, "list_files", params, work)
 
@@ -130,14 +136,32 @@ async def write_file(ctx: ClientContext, **params: Any) -> Any:
 async def execute_command(ctx: ClientContext, **params: Any) -> Any:
     async def work() -> dict[str, Any]:
         p = _validated(ExecuteCommandParams, params)
-        await ctx.policy.check_command(p.command)
-        return await commands.run_command(
-            p.command,
-            cwd=ctx.sandbox.root,
-            timeout=p.timeout,
-            output_cap=ctx.output_cap,
-            confinement=ctx.confinement,
-        )
+        # The timeout covers the user's approval, the wait for a slot and the run:
+        # the hub gives up after it, so nothing may start later than that.
+        deadline = time.monotonic() + p.timeout
+        await ctx.policy.check_command(p.command, approval_timeout=p.timeout)
+        try:
+            async with asyncio.timeout(deadline - time.monotonic()):
+                await ctx.command_slots.acquire()
+        except TimeoutError:
+            raise RpcError(
+                ErrorCode.TIMEOUT, f"the command did not start within its {p.timeout:g} s timeout"
+            ) from None
+        try:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RpcError(
+                    ErrorCode.TIMEOUT, f"the approval took the command's whole {p.timeout:g} s timeout"
+                )
+            return await commands.run_command(
+                p.command,
+                cwd=ctx.sandbox.root,
+                timeout=remaining,
+                output_cap=ctx.output_cap,
+                confinement=ctx.confinement,
+            )
+        finally:
+            ctx.command_slots.release()
 
     return await _serve(ctx, "execute_command", params, work)
 

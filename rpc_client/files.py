@@ -3,20 +3,35 @@
 Each function is synchronous (the dispatcher runs it in a worker thread so a
 large read never holds up other requests), takes validated params and returns
 the result model's fields as a dict, or raises :class:`RpcError`.
+
+Every answer must be sendable as one WebSocket text frame under the hub's limit:
+
+* No lone surrogates.  A file name that is not UTF-8 reaches Python as text with
+  surrogate escapes (``b"caf\\xe9"`` is ``"caf\\udce9"``), which no UTF-8 frame can carry
+  (the client's socket broke on it).  Such names are shown with the bad bytes
+  written as ``\\xNN`` and the listing row says ``"not_utf8": true``; such a path
+  cannot be named back through the hub.
+* Bounded size.  A listing stops (``truncated``) when its rows reach the answer
+  budget; a read charges each path as well as each content to the budget, and error
+  messages are shortened in the middle (they quote the caller's path, maybe twice).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
-from rpc_client.sandbox import Sandbox
+from rpc_client.sandbox import Entry, Sandbox
 from schemas.errors import ErrorCode, RpcError
 from schemas.tools import ListFilesParams, ReadFilesParams, WriteFileParams
 
 MiB = 1024 * 1024
+#: Longest error message kept per path in a read_files answer, and for its summary.
+MAX_MESSAGE_CHARS = 1000
+MAX_SUMMARY_CHARS = 4000
 
 
 @dataclass(frozen=True)
@@ -28,24 +43,63 @@ class FileLimits:
     max_write_bytes: int = 8 * MiB
 
 
-def list_files(sandbox: Sandbox, params: ListFilesParams) -> dict[str, Any]:
-    entries, truncated = sandbox.list_dir(
-        params.path, recursive=params.recursive, max_entries=params.max_entries
+def _wire(text: str) -> str:
+    """``text`` as it can travel in UTF-8: undecodable bytes become ``\\xNN``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no file name has
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _json_size(value: object) -> int:
+    """Bytes ``value`` takes in the answer frame (compact JSON, UTF-8)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def _shorten(message: str, limit: int) -> str:
+    """``message`` cut in the middle to at most about ``limit`` characters; the ends are kept."""
+    if len(message) <= limit:
+        return message
+    keep = max(0, (limit - 40) // 2)
+    return f"{message[:keep]} [... {len(message) - 2 * keep} characters cut ...] {message[-keep:]}"
+
+
+def _row(entry: Entry) -> dict[str, Any]:
+    name, path = _wire(entry.name), _wire(entry.path)
+    row: dict[str, Any] = {"name": name, "is_dir": entry.is_dir, "path": path, "size": entry.size}
+    if entry.is_symlink:
+        row["is_symlink"] = True
+        if entry.target_outside:
+            row["target_outside"] = True
+    if path != entry.path:
+        row["not_utf8"] = True
+    return row
+
+
+def list_files(sandbox: Sandbox, params: ListFilesParams, limits: FileLimits | None = None) -> dict[str, Any]:
+    """The listing, cut short (``truncated``) when its rows would pass the answer budget."""
+    rows: list[dict[str, Any]] = []
+    budget = (limits or FileLimits()).max_answer_bytes
+
+    def accept(entry: Entry) -> bool:
+        nonlocal budget
+        row = _row(entry)
+        cost = _json_size(row) + 1  # and a comma
+        if cost > budget:
+            return False
+        budget -= cost
+        rows.append(row)
+        return True
+
+    _, truncated = sandbox.list_dir(
+        params.path, recursive=params.recursive, max_entries=params.max_entries, accept=accept
     )
-    files = []
-    for entry in entries:
-        row: dict[str, Any] = {
-            "name": entry.name,
-            "is_dir": entry.is_dir,
-            "path": entry.path,
-            "size": entry.size,
-        }
-        if entry.is_symlink:
-            row["is_symlink"] = True
-            if entry.target_outside:
-                row["target_outside"] = True
-        files.append(row)
-    return {"files": files, "truncated": truncated}
+    return {"files": rows, "truncated": truncated}
 
 
 def _decode(path: str, data: bytes, encoding: str) -> str:
@@ -63,17 +117,20 @@ def _decode(path: str, data: bytes, encoding: str) -> str:
 def read_files(sandbox: Sandbox, params: ReadFilesParams, limits: FileLimits) -> dict[str, Any]:
     """Read every file it can; the failures are reported together with what was read.
 
-    The answer budget counts the JSON-encoded size of each content, since a
-    file of control characters grows six-fold when escaped.
+    The answer budget counts the JSON-encoded size of each content and of its path,
+    since a file (or a name) of control characters grows six-fold when escaped.  The
+    failures are not charged but are bounded: a path of at most 4 KB and a message
+    shortened to ``MAX_MESSAGE_CHARS`` each.
     """
     files: dict[str, str] = {}
     errors: dict[str, str] = {}
     budget = limits.max_answer_bytes
     for path in dict.fromkeys(params.files):  # each path once, in the caller's order
+        key = _wire(path)
         try:
             data = sandbox.read_file(path, max_bytes=limits.max_file_bytes)
             content = _decode(path, data, params.encoding)
-            cost = len(json.dumps(content, ensure_ascii=False).encode("utf-8"))
+            cost = _json_size(content) + _json_size(key)
             if cost > budget:
                 raise RpcError(
                     ErrorCode.TOO_LARGE,
@@ -81,14 +138,16 @@ def read_files(sandbox: Sandbox, params: ReadFilesParams, limits: FileLimits) ->
                     f"{limits.max_answer_bytes}); read it in a call of its own",
                 )
             budget -= cost
-            files[path] = content
+            files[key] = content
         except RpcError as exc:  # SandboxError is an RpcError
-            errors[path] = exc.message
+            errors[key] = _shorten(exc.message, MAX_MESSAGE_CHARS)
     if errors:
         failed = "; ".join(message for message in errors.values())
         raise RpcError(
             ErrorCode.PARTIAL_FAILURE,
-            f"could not read {len(errors)} of {len(params.files)} file(s): {failed}",
+            _shorten(
+                f"could not read {len(errors)} of {len(params.files)} file(s): {failed}", MAX_SUMMARY_CHARS
+            ),
             {"files": files, "errors": errors},
         )
     return {"files": files}
@@ -102,4 +161,4 @@ def write_file(sandbox: Sandbox, params: WriteFileParams, limits: FileLimits) ->
             f"content for {params.path!r} is {len(data)} bytes; the limit is {limits.max_write_bytes}",
         )
     written = sandbox.write_file(params.path, data)
-    return {"path": written.path, "bytes_written": written.bytes_written, "created": written.created}
+    return {"path": _wire(written.path), "bytes_written": written.bytes_written, "created": written.created}

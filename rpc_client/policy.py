@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import enum
 import sys
+from collections.abc import Sequence
 from typing import Protocol, TextIO
 
 from rpc_client.rules import Judge, Probe, Verdict
+from rpc_client.terminal import printable
 from schemas.errors import ErrorCode, RpcError
 
 
@@ -26,8 +28,8 @@ class DangerousMode(enum.StrEnum):
 
 
 class Approver(Protocol):
-    async def approve(self, command: str, reasons: tuple[str, ...]) -> bool:
-        """Ask the user; ``True`` only for an explicit yes."""
+    async def approve(self, command: str, reasons: tuple[str, ...], timeout: float) -> bool:
+        """Ask the user; ``True`` only for an explicit yes within ``timeout`` seconds."""
         ...
 
 
@@ -52,7 +54,7 @@ class TerminalApprover:
         except (ValueError, OSError):
             return False
 
-    async def _read_line(self) -> str:
+    async def _read_line(self, timeout: float) -> str:
         loop = asyncio.get_running_loop()
         fd = self._stdin.fileno()
         answer: asyncio.Future[str] = loop.create_future()
@@ -63,23 +65,24 @@ class TerminalApprover:
 
         loop.add_reader(fd, on_readable)
         try:
-            return await asyncio.wait_for(answer, self._timeout)
+            return await asyncio.wait_for(answer, timeout)
         finally:
             loop.remove_reader(fd)
 
-    async def approve(self, command: str, reasons: tuple[str, ...]) -> bool:
+    async def approve(self, command: str, reasons: tuple[str, ...], timeout: float) -> bool:
         if command in self._always:
             return True
         if not self._is_terminal():
             return False
         async with self._lock:
             self._stderr.write(
-                f"\n!! The AI wants to run a dangerous command ({'; '.join(reasons)}):\n    {command}\n"
+                f"\n!! The AI wants to run a dangerous command ({printable('; '.join(reasons))}):\n"
+                f"    {printable(command)}\n"
                 "   Run it? [y]es once / [n]o / [a]lways this session: "
             )
             self._stderr.flush()
             try:
-                reply = (await self._read_line()).strip().lower()
+                reply = (await self._read_line(min(self._timeout, timeout))).strip().lower()
             except TimeoutError:
                 self._stderr.write("\n   (no answer: refused)\n")
                 return False
@@ -93,12 +96,18 @@ class CommandPolicy:
     """Decides whether a command may run; raises ``RpcError(DENIED)`` when it may not."""
 
     def __init__(
-        self, mode: DangerousMode, *, read_only: bool, approver: Approver, probe: Probe | None = None
+        self,
+        mode: DangerousMode,
+        *,
+        read_only: bool,
+        approver: Approver,
+        probe: Probe | None = None,
+        protected: Sequence[str] = (),
     ) -> None:
         self.mode = mode
         self.read_only = read_only
         self._approver = approver
-        self._judge = Judge(probe)
+        self._judge = Judge(probe, protected)
 
     def classify(self, command: str) -> Verdict:
         return self._judge.classify(command)
@@ -107,7 +116,12 @@ class CommandPolicy:
         if self.read_only:
             raise RpcError(ErrorCode.DENIED, f"the client is read-only: writing {path!r} is refused")
 
-    async def check_command(self, command: str) -> Verdict:
+    async def check_command(self, command: str, *, approval_timeout: float = float("inf")) -> Verdict:
+        """Raise ``RpcError(DENIED)`` unless ``command`` may run.
+
+        ``approval_timeout`` bounds the wait for the user's answer (the hub stops
+        waiting for the call at some point: a late yes must not run the command).
+        """
         verdict = self.classify(command)
         if self.read_only and not verdict.safe:
             raise RpcError(
@@ -125,7 +139,7 @@ class CommandPolicy:
             )
         approved = False
         with contextlib.suppress(OSError, ValueError):
-            approved = await self._approver.approve(command, verdict.reasons)
+            approved = await self._approver.approve(command, verdict.reasons, approval_timeout)
         if not approved:
             raise RpcError(
                 ErrorCode.DENIED,

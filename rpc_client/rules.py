@@ -278,6 +278,19 @@ _BUILD_OUTPUT_SUFFIXES = (".log", ".o", ".pyc", ".out", ".tmp", ".class")
 _DEVICES_OK = ("/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty", "/dev/fd/")
 
 
+#: Variables that make programs load or run other code.
+_RISKY_VARIABLES = re.compile(
+    r"^(LD_\w+|BASH_ENV|ENV|PROMPT_COMMAND|PS4|IFS|GIT_\w+|PAGER|MANPAGER|EDITOR|VISUAL|LESSOPEN|LESSCLOSE|"
+    r"NODE_OPTIONS|PERL5OPT|PERL5LIB|PERLLIB|RUBYOPT|RUBYLIB|PYTHONSTARTUP|PYTHONPATH|PYTHONHOME|SHELLOPTS|BASHOPTS)$"
+)
+
+
+def _assignment(name: str) -> Finding:
+    if _RISKY_VARIABLES.match(name):
+        return danger(f"sets {name}, which can make programs run other code")
+    return ORDINARY  # a variable changes what a command does: never "known safe"
+
+
 def is_build_output(path: str) -> bool:
     parts = [p for p in path.split("/") if p not in ("", ".")]
     return bool(parts) and (parts[0] in _BUILD_OUTPUT_DIRS or parts[-1].endswith(_BUILD_OUTPUT_SUFFIXES))
@@ -286,8 +299,10 @@ def is_build_output(path: str) -> bool:
 class Judge:
     """Classifies shell text. ``probe`` tells what a path names (for overwrite checks)."""
 
-    def __init__(self, probe: Probe | None = None) -> None:
+    def __init__(self, probe: Probe | None = None, protected: Sequence[str] = ()) -> None:
         self.probe: Probe = probe or _conservative_probe
+        #: Text that no command may mention: the state folder, where the token lives.
+        self.protected = (*protected, ".aihub")
 
     # --- entry point -----------------------------------------------------
 
@@ -307,9 +322,19 @@ class Judge:
         findings = [danger(f"cannot be analysed ({error})") for error in script.errors]
         for command in script.commands:
             findings += self._command(command.argv, depth, command.stdin_fed)
+            findings += self._protected(command.argv)
         for redirect in script.redirects:
             findings.append(self._redirect(redirect))
+            findings += self._protected([redirect.target])
+        for name, _value in script.assignments:
+            findings.append(_assignment(name))
         return findings
+
+    def _protected(self, words: Args) -> list[Finding]:
+        for word in words:
+            if word is not None and any(p in word for p in self.protected):
+                return [danger(f"touches the client's state folder (its token): {word!r}")]
+        return []
 
     # --- pieces ----------------------------------------------------------
 
@@ -634,6 +659,11 @@ def _cd(judge: Judge, base: str, args: list[str | None], depth: int, stdin_fed: 
     return [SAFE]
 
 
+_RISKY_GIT_KEY = re.compile(
+    r"^(core\.(fsmonitor|sshcommand|pager|editor|hookspath|askpass|gitproxy)|alias\.|diff\.|difftool\.|"
+    r"merge\.|mergetool\.|filter\.|credential|sequence\.editor|gpg\.|include|uploadpack\.|receive\.|pager\.)",
+    re.IGNORECASE,
+)
 _GIT_VALUED = {"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--exec-path", "--config-env"}
 _GIT_SAFE = {
     "status", "diff", "log", "show", "blame", "rev-parse", "ls-files", "ls-tree", "grep", "describe", "shortlog",
@@ -653,8 +683,12 @@ def _git(judge: Judge, base: str, args: list[str | None], depth: int, stdin_fed:
     if i >= len(args):
         return [SAFE]
     sub, rest = args[i], args[i + 1 :]
+    if any(a is None or a.startswith(("-c", "--config-env", "--exec-path")) for a in args[:i]):
+        return [danger("git -c/--config-env/--exec-path can make git run any program")]
     if sub is None:
         return [danger("git runs a subcommand built at run time")]
+    if sub == "config" and any(a and _RISKY_GIT_KEY.match(a) for a in rest):
+        return [danger("git config sets a key that makes git run a program")]
     if sub == "clean":
         dry = _has(rest, "-n", "--dry-run") or any(
             a and a.startswith("-") and not a.startswith("--") and "n" in a for a in rest

@@ -20,7 +20,10 @@ root.  A symbolic link is read with ``readlinkat`` and its target spliced in fro
 remaining components: a relative target continues from the link's directory, an
 absolute target is accepted only if it lies under the root (its real path or the path
 it was given as) and then restarts from the root.  At most ``MAX_LINK_FOLLOWS`` links are
-followed per path.
+followed per path, and at most ``_MAX_STEPS`` components are walked per path (40 link
+bodies of ``a/../a/..`` would otherwise cost some 64 000 steps); a listing, which
+resolves every link it shows, shares ``_LIST_STEPS`` among all of them and stops
+(truncated) when they run out.
 
 Files are opened for reading with ``O_NONBLOCK | O_NOFOLLOW | O_NOCTTY`` relative to the
 verified parent directory and checked with ``fstat`` against the handle that was judged,
@@ -41,7 +44,10 @@ Known limits (documented, not fixed)
 * Absolute links are matched against the root's path as known at start-up; after the
   root folder is renamed, absolute links using the new name are refused (safe side).
 * Directories nested deeper than ``_MAX_DEPTH`` levels are refused (each level holds a
-  file descriptor while it is walked).
+  file descriptor while it is walked), and so are paths that take more than
+  ``_MAX_STEPS`` steps to resolve, although the kernel would follow them.
+* A listing reads all the names of each folder it enters before it sorts them, so a
+  folder of millions of entries costs memory and time in proportion.
 """
 
 from __future__ import annotations
@@ -51,9 +57,9 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -74,6 +80,10 @@ MAX_LINK_FOLLOWS = 40
 _MAX_DEPTH = 256
 #: Longest path accepted, in bytes (Linux PATH_MAX).
 _MAX_PATH_BYTES = 4096
+#: Most components walked (``..`` included) while resolving one path, links' bodies included.
+_MAX_STEPS = 2048
+#: Most steps one listing may spend resolving the links it shows (a few seconds at worst).
+_LIST_STEPS = 2_000_000
 
 # O_PATH handles can be fstat'ed and used as dir_fd, but never read: perfect for judging.
 _STEP_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -197,6 +207,35 @@ def _outside(shown: object, via: str | None) -> SandboxError:
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+class _Steps:
+    """Walk steps left to a listing, shared by every link it resolves."""
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+
+class _OutOfSteps(SandboxError):
+    """The listing's shared step budget ran out (not the path's fault)."""
+
+
+@dataclass
+class _Listing:
+    """One listing in progress: its rows and what may still be added."""
+
+    limit: int
+    recursive: bool
+    accept: Callable[[Entry], bool] | None
+    steps: _Steps
+    out: list[Entry] = field(default_factory=list)
+
+    def add(self, entry: Entry) -> bool:
+        """Add a row; False (and nothing added) if the caller's ``accept`` refuses it."""
+        if self.accept is not None and not self.accept(entry):
+            return False
+        self.out.append(entry)
+        return True
 
 
 class _Resolved:
@@ -339,23 +378,36 @@ class Sandbox:
         *,
         missing_ok: bool = False,
         created: list[tuple[int, str]] | None = None,
+        shared: _Steps | None = None,
     ) -> _Resolved:
         """Resolve ``parts`` inside the root, following links only where they stay inside.
 
         ``missing_ok``: a missing last component is not an error (for writes).  With
         ``created`` given, missing parent folders are made and recorded there as
-        (dup of parent fd, name) so a failed write can remove them again.
+        (dup of parent fd, name) so a failed write can remove them again.  ``shared``:
+        a listing's step budget, also charged for every step (_OutOfSteps when spent).
         """
         res = _Resolved(self._dup_root())
         # A stack of (component, link it came from); the link is only used in messages.
         pending: list[tuple[str, str | None]] = [(p, None) for p in reversed(parts)]
         follows = 0
+        steps = 0
         done = False
         try:
             while pending:
                 comp, via = pending.pop()
                 if comp in ("", "."):
                     continue
+                steps += 1
+                if steps > _MAX_STEPS:
+                    raise SandboxError(
+                        ErrorCode.INVALID_PATH,
+                        f"{shown!r} takes more than {_MAX_STEPS} steps to resolve (links within links?)",
+                    )
+                if shared is not None:
+                    shared.left -= 1
+                    if shared.left < 0:
+                        raise _OutOfSteps(ErrorCode.INVALID_PATH, "the listing ran out of steps")
                 if comp == "..":
                     if len(res.dirs) == 1:
                         raise _outside(shown, via)
@@ -450,9 +502,14 @@ class Sandbox:
 
     @contextmanager
     def _resolved(
-        self, path: str, *, missing_ok: bool = False, created: list[tuple[int, str]] | None = None
+        self,
+        path: str,
+        *,
+        missing_ok: bool = False,
+        created: list[tuple[int, str]] | None = None,
+        shared: _Steps | None = None,
     ) -> Iterator[_Resolved]:
-        res = self._walk(path, split_relative(path), missing_ok=missing_ok, created=created)
+        res = self._walk(path, split_relative(path), missing_ok=missing_ok, created=created, shared=shared)
         try:
             yield res
         finally:
@@ -530,13 +587,24 @@ class Sandbox:
             ErrorCode.TOO_LARGE, f"{path!r} is too large ({what}; the limit is {max_bytes} bytes)"
         )
 
-    def list_dir(self, path: str, *, recursive: bool, max_entries: int) -> tuple[list[Entry], bool]:
+    def list_dir(
+        self,
+        path: str,
+        *,
+        recursive: bool,
+        max_entries: int,
+        accept: Callable[[Entry], bool] | None = None,
+    ) -> tuple[list[Entry], bool]:
         """List a directory: (entries, truncated).
 
         Entries are sorted by name within each directory; ``recursive`` walks depth first
         in pre-order (a folder's row, then its contents).  Symbolic links are reported,
         never descended.  At most ``max_entries`` rows are returned; ``truncated`` says
-        whether anything was left out.
+        whether anything was left out.  ``accept`` is asked about each row before it is
+        added; False stops the listing there (truncated), e.g. when an answer is full.
+        The listing also stops when resolving its links has used ``_LIST_STEPS`` steps.
+        Rows that cannot be examined (a folder that may be read but not searched) are
+        left out.
         """
         with self._resolved(path) as res:
             if res.name is not None:
@@ -554,35 +622,37 @@ class Sandbox:
         try:
             if not _same_file(os.fstat(dfd), want):
                 raise self._changed(path)
-            entries: list[Entry] = []
-            truncated = self._list_into(dfd, base, recursive, max(0, max_entries), depth, entries)
-            return entries, truncated
+            listing = _Listing(max(0, max_entries), recursive, accept, _Steps(_LIST_STEPS))
+            truncated = self._list_into(dfd, base, depth, listing)
+            return listing.out, truncated
         except OSError as exc:
             raise _os_error(exc, path) from None
         finally:
             os.close(dfd)
 
-    def _list_into(
-        self, dfd: int, prefix: str, recursive: bool, limit: int, depth: int, out: list[Entry]
-    ) -> bool:
-        """Append the rows of directory ``dfd`` (at ``prefix``) to ``out``; True if truncated."""
+    def _list_into(self, dfd: int, prefix: str, depth: int, listing: _Listing) -> bool:
+        """Append the rows of directory ``dfd`` (at ``prefix``) to the listing; True if truncated."""
         with os.scandir(dfd) as it:
             names = sorted(entry.name for entry in it)
+        out = listing.out
         for name in names:
-            if len(out) >= limit:
+            if len(out) >= listing.limit:
                 return True
             rel = f"{prefix}/{name}" if prefix else name
             try:
                 st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # vanished since it was listed
+            except (FileNotFoundError, PermissionError):
+                continue  # vanished since it was listed, or in a folder we may read but not search
             mode = st.st_mode
             if stat.S_ISLNK(mode):
-                out.append(self._link_entry(name, rel))
+                row = self._link_entry(name, rel, listing.steps)
+                if row is None or not listing.add(row):
+                    return True  # out of steps or of room: the listing is incomplete
                 continue
             size = st.st_size if stat.S_ISREG(mode) else None
-            out.append(Entry(name=name, path=rel, is_dir=stat.S_ISDIR(mode), size=size))
-            if not (recursive and stat.S_ISDIR(mode)):
+            if not listing.add(Entry(name=name, path=rel, is_dir=stat.S_ISDIR(mode), size=size)):
+                return True
+            if not (listing.recursive and stat.S_ISDIR(mode)):
                 continue
             if depth >= _MAX_DEPTH:
                 return True  # too deep to walk: say the listing is incomplete
@@ -595,20 +665,25 @@ class Sandbox:
             try:
                 if not _same_file(os.fstat(child), st):
                     continue  # swapped since the stat: it is not the folder we reported
-                if self._list_into(child, rel, recursive, limit, depth + 1, out):
+                if self._list_into(child, rel, depth + 1, listing):
                     return True
             finally:
                 os.close(child)
         return False
 
-    def _link_entry(self, name: str, rel: str) -> Entry:
-        """A listing row for a link, judged by resolving it inside the sandbox."""
+    def _link_entry(self, name: str, rel: str, steps: _Steps) -> Entry | None:
+        """A listing row for a link, judged by resolving it inside the sandbox.
+
+        None when the listing's step budget ran out before the link could be judged.
+        """
         try:
-            with self._resolved(rel) as res:
+            with self._resolved(rel, shared=steps) as res:
                 assert res.st is not None
                 is_dir = res.name is None
                 size = res.st.st_size if not is_dir and stat.S_ISREG(res.st.st_mode) else None
                 return Entry(name=name, path=rel, is_dir=is_dir, size=size, is_symlink=True)
+        except _OutOfSteps:
+            return None
         except SandboxError:
             # Leaves the root, dangles or loops: say so, reveal nothing about the target.
             return Entry(name=name, path=rel, is_dir=False, size=None, is_symlink=True, target_outside=True)

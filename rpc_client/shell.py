@@ -55,6 +55,8 @@ class Script:
     commands: list[Command]
     redirects: list[Redirect]
     errors: list[str]
+    #: Every variable assignment anywhere (``X=1 cmd``, ``export X=1``, ``X=1``): name and value.
+    assignments: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 def _text(node: Node) -> str:
@@ -138,6 +140,8 @@ def _feeds_stdin(command: Node) -> bool:
         siblings = [c for c in parent.children if c.is_named]
         if siblings and siblings[0] != command:
             return True
+        if parent.parent is not None and parent.parent.type == "heredoc_redirect":
+            return True  # `cat <<EOF | sh`: the grammar hangs the pipeline under the heredoc
     holders = [command] + ([parent] if parent is not None and parent.type == "redirected_statement" else [])
     for holder in holders:
         for child in holder.children:
@@ -163,6 +167,7 @@ def parse(text: str) -> Script:
     commands: list[Command] = []
     redirects: list[Redirect] = []
     errors: list[str] = []
+    assignments: list[tuple[str, str | None]] = []
     if tree.root_node.has_error:
         errors.append("the shell text has a syntax error")
     for node in _walk(tree.root_node):
@@ -172,4 +177,8 @@ def parse(text: str) -> Script:
             commands.append(command)
         elif node.type == "file_redirect" and (r := _redirect(node)):
             redirects.append(r)
-    return Script(commands=commands, redirects=redirects, errors=errors)
+        elif node.type == "variable_assignment":
+            name = node.child_by_field_name("name")
+            value = node.child_by_field_name("value")
+            assignments.append((_text(name) if name else "", word_value(value) if value is not None else ""))
+    return Script(commands=commands, redirects=redirects, errors=errors, assignments=assignments)

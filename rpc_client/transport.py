@@ -22,16 +22,25 @@ from rpc_client.dispatcher import METHODS, ClientContext, dispatch
 from rpc_client.errors import AuthRefused, ClientExit, HandshakeRefused, UsageError
 from schemas.errors import ErrorCode
 from schemas.framing import Framing, decode_frame, dump_json
-from schemas.jsonrpc import ErrorResponse, Malformed, Notification, Request, Response, error_response, to_wire
+from schemas.jsonrpc import (
+    ErrorResponse,
+    Malformed,
+    Notification,
+    Request,
+    RequestId,
+    Response,
+    error_response,
+    to_wire,
+)
+from schemas.protocol import HANDSHAKE_REFUSALS, HANDSHAKE_TIMEOUT_S
 
 log = logging.getLogger("aihub.client")
 
 #: Largest frame the client accepts (a write_file of 8 MiB of text, escaped).
 MAX_FRAME_BYTES = 64 * 1024 * 1024
-HANDSHAKE_TIMEOUT_S = 10.0
+#: Requests served at once; more are answered "busy" at once rather than queued.
+MAX_IN_FLIGHT = 64
 CLIENT_VERSION = "aihub-client/0.1"
-#: Close code the hub uses for a refused handshake (policy violation).
-POLICY_VIOLATION = 1008
 
 
 @dataclass
@@ -76,7 +85,7 @@ async def handshake(ws: ClientConnection, workspace: str) -> str:
                     break
                 log.warning("ignoring a frame before the handshake answer")
     except ConnectionClosed as exc:
-        if exc.rcvd is not None and exc.rcvd.code == POLICY_VIOLATION:
+        if exc.rcvd is not None and exc.rcvd.code in HANDSHAKE_REFUSALS:
             raise HandshakeRefused(f"the hub refused the handshake: {exc.rcvd.reason}") from None
         raise
     if isinstance(answer, ErrorResponse):
@@ -88,13 +97,25 @@ async def handshake(ws: ClientConnection, workspace: str) -> str:
     return workspace_id
 
 
-async def _answer(ws: ClientConnection, ctx: ClientContext, frame: str) -> None:
+async def _answer(ws: ClientConnection, ctx: ClientContext, frame: str, request_id: RequestId) -> None:
     text = await dispatch(ctx, frame)
-    if text:
-        try:
-            await ws.send(text)
-        except ConnectionClosed:
-            log.warning("the connection closed before an answer could be sent; it is lost")
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (a file name that is not UTF-8, say) cannot go on the wire;
+        # an exception inside websockets' send would drop the whole connection.
+        log.warning("answer to %r is not valid Unicode; sending an error instead", request_id)
+        data = _error_frame(
+            request_id, ErrorCode.INTERNAL_ERROR, "the answer held text that is not valid Unicode"
+        ).encode()
+    try:
+        await ws.send(data, text=True)
+    except ConnectionClosed:
+        log.warning("the connection closed before an answer could be sent; it is lost")
+
+
+def _error_frame(request_id: RequestId | None, code: int, message: str) -> str:
+    return dump_json(to_wire(error_response(request_id, code, message)))
 
 
 async def serve(ws: ClientConnection, ctx: ClientContext) -> None:
@@ -103,21 +124,27 @@ async def serve(ws: ClientConnection, ctx: ClientContext) -> None:
     try:
         async for frame in ws:
             if isinstance(frame, bytes):
-                await ws.send(
-                    dump_json(
-                        to_wire(
-                            error_response(None, ErrorCode.INVALID_REQUEST, "binary frames are not accepted")
-                        )
-                    )
-                )
+                await ws.send(_error_frame(None, ErrorCode.INVALID_REQUEST, "binary frames are not accepted"))
                 continue
             message = decode_frame(frame, Framing.JSONRPC)
-            if isinstance(message, Request | Notification):
-                task = asyncio.create_task(_answer(ws, ctx, frame))
+            if isinstance(message, Request):
+                if len(tasks) >= MAX_IN_FLIGHT:
+                    await ws.send(
+                        _error_frame(
+                            message.id,
+                            ErrorCode.BUSY,
+                            f"the client is busy ({MAX_IN_FLIGHT} requests in flight)",
+                        )
+                    )
+                    continue
+                task = asyncio.create_task(_answer(ws, ctx, frame, message.id))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+            elif isinstance(message, Notification):
+                # Tools only run as requests: a call nobody answers would run unseen.
+                log.warning("ignoring a notification %r from the hub", message.method)
             elif isinstance(message, Malformed):
-                await ws.send(dump_json(to_wire(error_response(message.id, message.code, message.message))))
+                await ws.send(_error_frame(message.id, message.code, message.message))
             else:  # an answer: the client sends no requests after the handshake
                 log.warning("dropping an answer to an unknown request id %r", message.id)
     except ConnectionClosed:
@@ -159,8 +186,7 @@ async def run(target: HubTarget, ctx: ClientContext, *, report: Callable[[str], 
             if status < 500:
                 raise ClientExit(f"the hub refused the connection (HTTP {status})") from None
             reason = f"HTTP {status}"
-        except (HandshakeRefused, ClientExit):
-            raise
+
         except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
             reason = str(exc) or type(exc).__name__
         delay = backoff.next()

@@ -33,6 +33,7 @@ class ErrorCode(IntEnum):
     NOT_TEXT = -32010
     PARTIAL_FAILURE = -32011
     CANNOT_START = -32012
+    BUSY = -32013
 
 
 #: Short, stable names for logs and docs (``ErrorCode.NOT_FOUND`` -> ``"not_found"``).

@@ -8,6 +8,7 @@ envelope exists.
 from __future__ import annotations
 
 import json
+import re
 from enum import StrEnum
 from typing import Any
 
@@ -26,14 +27,60 @@ class Framing(StrEnum):
     ENVELOPE = "envelope"
 
 
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not JSON")
+
+
 def load_json(text: str | bytes) -> Any | Malformed:
-    """Decode JSON text; never raises (bad UTF-8, syntax, huge numbers, deep nesting)."""
+    """Decode JSON text; never raises.
+
+    Refused as parse errors: bad UTF-8, bad syntax, numbers too long, nesting
+    too deep, ``NaN``/``Infinity`` (not JSON), and ``\\udXXX`` escapes that leave
+    a lone surrogate (text that no peer could encode back to UTF-8). For the
+    last two the message is still readable, so its id is kept: the call it
+    answers gets the error instead of waiting for its timeout.
+    """
     try:
-        return json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
+        if _ESCAPED_SURROGATE.search(
+            text if isinstance(text, str) else text.decode("utf-8", errors="replace")
+        ):
+            dump_json(value).encode("utf-8")
+        return value
+    except _NotJson:
+        return Malformed(
+            ErrorCode.PARSE_ERROR, "JSON text with NaN or Infinity (not JSON)", _readable_id(json.loads(text))
+        )
+    except UnicodeEncodeError:
+        return Malformed(
+            ErrorCode.PARSE_ERROR,
+            "JSON text with a lone surrogate escape (not valid Unicode)",
+            _readable_id(value),
+        )
     except (ValueError, RecursionError) as exc:
         # ValueError covers JSONDecodeError, UnicodeDecodeError and int-too-long.
         reason = "not valid JSON" if not isinstance(exc, RecursionError) else "JSON nested too deeply"
         return Malformed(ErrorCode.PARSE_ERROR, reason)
+
+
+def _readable_id(value: object) -> int | str | None:
+    if isinstance(value, dict):
+        for key in ("id", "request_id"):
+            found = value.get(key)
+            if isinstance(found, int | str) and not isinstance(found, bool):
+                try:
+                    (found if isinstance(found, str) else "").encode("utf-8")
+                except UnicodeEncodeError:
+                    return None
+                return found
+    return None
 
 
 def detect_framing(value: object) -> Framing | None:

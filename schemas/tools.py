@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 #: Limits the models enforce; the client may enforce tighter ones of its own.
 MAX_PATH_CHARS = 4096
@@ -144,6 +144,14 @@ class InitializeResult(Result):
     workspace_id: str
 
 
+def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Field errors in a JSON-safe form, without the input values (they may be huge or secret)."""
+    return [
+        {"loc": [str(p) for p in error["loc"]], "msg": error["msg"], "type": error["type"]}
+        for error in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
 # --- the catalogue ---------------------------------------------------------
 
 
@@ -159,18 +167,14 @@ class ToolSpec:
         return self.params.model_json_schema()
 
     def as_function(self) -> dict[str, Any]:
-        """The tool in the function-calling format.
-
-        Carries both the nested Chat Completions shape (``function``) and the flat
-        Responses API shape (``name``/``description``/``parameters``), so either
-        API can take it as is.
-        """
+        """The tool in the Chat Completions function-calling format, which every
+        OpenAI-compatible server takes: ``{"type": "function", "function": {...}}``."""
         function = {
             "name": self.name,
             "description": self.description,
             "parameters": self.parameters_schema(),
         }
-        return {"type": "function", **function, "function": function}
+        return {"type": "function", "function": function}
 
 
 TOOLS: dict[str, ToolSpec] = {

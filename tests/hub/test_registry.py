@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from hub.registry import CallTimeout, Registry, Workspace, WorkspaceGone
+from hub.registry import AmbiguousName, CallTimeout, Registry, Workspace, WorkspaceGone
 from schemas.framing import Framing
 from schemas.jsonrpc import ErrorObject, ErrorResponse, Response
 
@@ -24,7 +24,7 @@ class FakeSocket:
 
     async def send(self, text: str) -> None:
         if self.broken:
-            raise ConnectionError("socket closed")
+            raise WorkspaceGone("socket closed")
         await self.frames.put(json.loads(text))
 
 
@@ -101,14 +101,39 @@ async def test_envelope_workspaces_are_sent_envelopes_with_string_ids() -> None:
     assert (await call).result == {"files": []}
 
 
-def test_the_registry_finds_by_id_then_by_latest_name() -> None:
+def test_the_registry_finds_by_id_or_by_a_name_only_one_workspace_has() -> None:
     registry = Registry()
-    older = Workspace(name="proj", framing=Framing.JSONRPC, send=FakeSocket().send, connected_at=1.0)
-    newer = Workspace(name="proj", framing=Framing.JSONRPC, send=FakeSocket().send, connected_at=2.0)
-    registry.add(older)
-    registry.add(newer)
-    assert registry.find(older.id) is older
-    assert registry.find("proj") is newer
-    registry.remove(newer)
-    assert registry.find("proj") is older and len(registry) == 1
+    first = Workspace(name="proj", framing=Framing.JSONRPC, send=FakeSocket().send)
+    second = Workspace(name="proj", framing=Framing.JSONRPC, send=FakeSocket().send)
+    registry.add(first)
+    assert registry.find("proj") is first
+    registry.add(second)
+    assert registry.find(first.id) is first
+    with pytest.raises(AmbiguousName) as ambiguous:
+        registry.find("proj")
+    assert set(ambiguous.value.ids) == {first.id, second.id}
+    registry.remove(second)
+    assert registry.find("proj") is first and len(registry) == 1
     assert registry.find("other") is None
+
+
+async def test_an_answer_must_carry_the_id_with_its_json_type() -> None:
+    sock = FakeSocket()
+    ws = workspace(sock)
+    call = asyncio.create_task(ws.call("list_files", {}, timeout=5))
+    request = await sock.frames.get()
+    assert request["id"] == 1
+    ws.on_answer(Response(id="1", result={"files": ["wrong"]}))  # a string is not the integer 1
+    assert not call.done()
+    ws.on_answer(Response(id=1, result={"files": []}))
+    assert (await call).result == {"files": []}
+
+
+async def test_the_timeout_covers_a_send_that_never_completes() -> None:
+    async def stuck(text: str) -> None:
+        await asyncio.Event().wait()
+
+    ws = Workspace(name="p", framing=Framing.JSONRPC, send=stuck)
+    with pytest.raises(CallTimeout):
+        await ws.call("list_files", {}, timeout=0.05)
+    assert ws.in_flight == 0

@@ -154,3 +154,57 @@ def test_the_token_file_is_created_once_with_mode_0600(
 )
 def test_bearer_matching(header: str | None, ok: bool) -> None:
     assert bearer_matches(header, "t0k") is ok
+
+
+def test_an_empty_token_file_is_replaced_never_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AIHUB_TOKEN", raising=False)
+    (tmp_path / "token").write_text("\n")
+    token, _ = load_or_create_token(tmp_path)
+    assert len(token) >= 32 and (tmp_path / "token").read_text().strip() == token
+    assert not bearer_matches("Bearer ", "") and not bearer_matches("Bearer", "")
+
+
+def test_rest_bodies_that_are_not_json_objects_or_too_big_are_refused(tmp_path: Path) -> None:
+    settings = HubSettings(token=TOKEN, home=tmp_path, max_body_bytes=1000)
+    client = TestClient(create_app(settings))
+    with client.websocket_connect("/ws/workspace", headers=AUTH) as ws:
+        ws.send_text(
+            json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"workspace": "p"}})
+        )
+        wid = ws.receive_json()["result"]["workspace_id"]
+        route = f"/api/workspaces/{wid}/tools/read_files"
+        for body in (b'{"files": ["\\ud800"]}', b'{"files": NaN}', b"[1]", b"{"):
+            assert client.post(route, content=body, headers=AUTH).status_code == 422, body
+        big = json.dumps({"files": ["x" * 2000]}).encode()
+        assert client.post(route, content=big, headers=AUTH).status_code == 413
+
+
+def test_a_name_two_workspaces_share_is_409_and_ids_still_work(client: TestClient) -> None:
+    init = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"workspace": "twin"}})
+    with (
+        client.websocket_connect("/ws/workspace", headers=AUTH) as a,
+        client.websocket_connect("/ws/workspace", headers=AUTH) as b,
+    ):
+        a.send_text(init)
+        b.send_text(init)
+        ids = {a.receive_json()["result"]["workspace_id"], b.receive_json()["result"]["workspace_id"]}
+        response = client.post("/api/workspaces/twin/tools/list_files", json={}, headers=AUTH)
+        assert response.status_code == 409
+        assert all(i in response.json()["detail"] for i in ids)
+
+
+def test_there_are_no_unauthenticated_doc_routes(client: TestClient) -> None:
+    for route in ("/docs", "/redoc", "/openapi.json"):
+        assert client.get(route).status_code == 404
+
+
+def test_the_hub_log_never_shows_the_token() -> None:
+    import logging
+
+    from hub.cli import RedactSecret
+
+    record = logging.LogRecord(
+        "uvicorn.error", logging.DEBUG, __file__, 1, "< %s: %s", ("authorization", "Bearer s3cr3t"), None
+    )
+    RedactSecret("s3cr3t").filter(record)
+    assert "s3cr3t" not in record.getMessage() and "<token>" in record.getMessage()

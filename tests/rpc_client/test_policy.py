@@ -60,7 +60,7 @@ class Scripted:
         self.answer = answer
         self.asked: list[str] = []
 
-    async def approve(self, command: str, reasons: tuple[str, ...]) -> bool:
+    async def approve(self, command: str, reasons: tuple[str, ...], timeout: float) -> bool:
         self.asked.append(command)
         return self.answer
 
@@ -102,7 +102,7 @@ async def test_read_only_refuses_every_command_not_known_safe_and_every_write() 
 async def test_the_terminal_approver_refuses_without_a_terminal() -> None:
     stderr = io.StringIO()
     approver = TerminalApprover(stdin=io.StringIO("y\n"), stderr=stderr)
-    assert await approver.approve("rm x", ("rm: deletes files",)) is False
+    assert await approver.approve("rm x", ("rm: deletes files",), 10) is False
     assert stderr.getvalue() == ""  # nobody to ask: no prompt either
 
 
@@ -115,18 +115,57 @@ async def test_the_terminal_approver_asks_on_a_terminal_and_remembers_always() -
         with os.fdopen(follower, "r", closefd=False) as tty_in:
             stderr = io.StringIO()
             approver = TerminalApprover(stdin=tty_in, stderr=stderr, timeout=10)
-            asking = asyncio.create_task(approver.approve("rm x", ("rm: deletes files",)))
+            asking = asyncio.create_task(approver.approve("rm x", ("rm: deletes files",), 10))
             await asyncio.sleep(0)
             os.write(leader, b"a\n")
             assert await asking is True
             assert "rm x" in stderr.getvalue()
-            assert await approver.approve("rm x", ()) is True  # remembered: not asked again
-            no = asyncio.create_task(approver.approve("rm y", ()))
+            assert await approver.approve("rm x", (), 10) is True  # remembered: not asked again
+            no = asyncio.create_task(approver.approve("rm y", (), 10))
             await asyncio.sleep(0)
             os.write(leader, b"n\n")
             assert await no is False
             silent = TerminalApprover(stdin=tty_in, stderr=io.StringIO(), timeout=0.05)
-            assert await silent.approve("rm z", ()) is False  # no answer in time: refused
+            assert await silent.approve("rm z", (), 10) is False  # no answer in time: refused
+    finally:
+        os.close(leader)
+        os.close(follower)
+
+
+async def test_the_prompt_shows_control_characters_escaped_so_it_cannot_be_spoofed() -> None:
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        with os.fdopen(follower, "r", closefd=False) as tty_in:
+            stderr = io.StringIO()
+            approver = TerminalApprover(stdin=tty_in, stderr=stderr, timeout=10)
+            sneaky = "rm -rf ~/ #\r\x1b[2K\x1b[1A\x1b[2K    ls -la"
+            asking = asyncio.create_task(approver.approve(sneaky, ("rm: deletes files",), 10))
+            await asyncio.sleep(0)
+            os.write(leader, b"n\n")
+            assert await asking is False
+            shown = stderr.getvalue()
+            assert "\x1b" not in shown and "\r" not in shown
+            assert "rm -rf ~/ #\\r\\x1b[2K" in shown
+    finally:
+        os.close(leader)
+        os.close(follower)
+
+
+async def test_the_wait_for_approval_is_bounded_by_the_command_timeout() -> None:
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        with os.fdopen(follower, "r", closefd=False) as tty_in:
+            approver = TerminalApprover(stdin=tty_in, stderr=io.StringIO(), timeout=3600)
+            policy = CommandPolicy(DangerousMode.ASK, read_only=False, approver=approver)
+            with pytest.raises(RpcError) as refused:
+                await asyncio.wait_for(policy.check_command("rm x", approval_timeout=0.05), 10)
+            assert refused.value.code == ErrorCode.DENIED
     finally:
         os.close(leader)
         os.close(follower)

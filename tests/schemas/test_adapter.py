@@ -123,7 +123,9 @@ def test_envelope_requests_and_notifications_map_to_jsonrpc() -> None:
 
 # --- properties ------------------------------------------------------------
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+json_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+)
 json_values = st.recursive(
     json_scalars, lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=20
 )

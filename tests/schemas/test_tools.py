@@ -22,12 +22,12 @@ def test_every_tool_schema_is_generated_from_its_model_and_refuses_unknown_field
         assert schema["type"] == "object" and schema["additionalProperties"] is False
 
 
-def test_the_catalogue_is_in_both_function_calling_shapes() -> None:
+def test_the_catalogue_is_in_the_chat_completions_function_calling_shape() -> None:
     for tool in tools_for_llm():
-        assert tool["type"] == "function"
-        assert tool["function"]["name"] == tool["name"]
-        assert tool["function"]["parameters"] == tool["parameters"]
-        assert len(tool["description"]) > 40
+        assert set(tool) == {"type", "function"} and tool["type"] == "function"
+        assert set(tool["function"]) == {"name", "description", "parameters"}
+        assert tool["function"]["parameters"] == TOOLS[tool["function"]["name"]].params.model_json_schema()
+        assert len(tool["function"]["description"]) > 40
 
 
 @pytest.mark.parametrize(
