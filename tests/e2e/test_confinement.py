@@ -69,7 +69,9 @@ def test_a_confined_command_has_no_network_unless_allowed(hub: Hub, project: Pat
 def test_the_token_folder_is_hidden_from_confined_commands(hub: Hub, project: Path, start_client) -> None:
     (hub.home / "token").write_text(hub.token + "\n")
     env = {**os.environ, "AIHUB_HOME": str(hub.home)}
-    deny = hub.workspace_id(start_client(hub, project, "--sandbox", "bwrap", "--dangerous", "deny", env=env).name)
+    deny = hub.workspace_id(
+        start_client(hub, project, "--sandbox", "bwrap", "--dangerous", "deny", env=env).name
+    )
     refused = hub.call(deny, "execute_command", {"command": f"cat {hub.home}/token"}).json()
     assert refused["status"] == "error" and "state folder" in refused["error_message"]  # the policy sees it
     # With the policy out of the way (allow), the OS sandbox still hides it.
