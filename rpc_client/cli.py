@@ -14,11 +14,13 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from rpc_client.confine import ConfinementUnavailable, SandboxMode, choose, state_folders
 from rpc_client.dispatcher import ClientContext
 from rpc_client.errors import BadRoot, ClientExit, UsageError
+from rpc_client.ignore import IgnoreRules
 from rpc_client.policy import CommandPolicy, DangerousMode, TerminalApprover
 from rpc_client.rules import root_probe
 from rpc_client.sandbox import Sandbox, SandboxError
@@ -102,6 +104,14 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--allow-network", action="store_true", help="let confined commands use the network")
     p.add_argument(
+        "--ignore-file", help="gitignore-style file of paths to hide from the AI (default: ROOT/.aihubignore)"
+    )
+    p.add_argument(
+        "--no-default-ignores",
+        action="store_true",
+        help="do not hide the built-in secret patterns (.env, *.pem, .ssh/...)",
+    )
+    p.add_argument(
         "--approval-timeout",
         type=positive_seconds,
         default=120.0,
@@ -130,6 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         except SandboxError as exc:
             raise BadRoot(f"--root {args.root!r}: {exc.message}") from None
         name = args.name or sandbox.root.name or "root"
+        try:
+            ignore = IgnoreRules.load(
+                sandbox.root,
+                ignore_file=Path(args.ignore_file) if args.ignore_file else None,
+                defaults=not args.no_default_ignores,
+            )
+        except OSError as exc:
+            raise UsageError(f"--ignore-file {args.ignore_file!r}: {exc.strerror}") from None
         mode = DangerousMode(args.dangerous)
         policy = CommandPolicy(
             mode,
@@ -137,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             approver=TerminalApprover(timeout=args.approval_timeout),
             probe=root_probe(sandbox.root),
             protected=[str(aihub_home())],
+            secret=ignore.hidden,
         )
         try:
             confinement, confinement_line = choose(
@@ -147,8 +166,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         except ConfinementUnavailable as exc:
             raise UsageError(str(exc)) from None
-        ctx = ClientContext(sandbox=sandbox, policy=policy, report=report, confinement=confinement)
+        ctx = ClientContext(
+            sandbox=sandbox, policy=policy, report=report, confinement=confinement, ignore=ignore
+        )
         report(confinement_line)
+        report(f"hidden from the AI: {ignore.source}")
         report(
             f"serving {sandbox.root} as {name!r}; dangerous commands: {mode.value}"
             + ("; read-only" if args.read_only else "")

@@ -9,6 +9,7 @@ everything the command started), without network unless
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import shutil
 import subprocess
@@ -36,6 +37,12 @@ class Confinement:
     allow_network: bool = False
     #: Folders replaced by an empty tmpfs (the client's own state, its token).
     hidden: tuple[Path, ...] = ()
+    #: Paths inside the root masked for commands (ignored by the rules): (path, is_dir).
+    masked: tuple[tuple[Path, bool], ...] = ()
+
+    def masking(self, masked: Sequence[tuple[Path, bool]]) -> Confinement:
+        """The same confinement with ``masked`` paths hidden: an empty folder or an empty file."""
+        return dataclasses.replace(self, masked=tuple(masked))
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
         """The bubblewrap command line that runs ``argv`` confined to the root."""
@@ -46,7 +53,10 @@ class Confinement:
             if folder.is_dir() and folder != self.root and self.root not in folder.parents:
                 args += ["--tmpfs", str(folder)]
         # After /tmp's tmpfs, so a root under /tmp is bound on top of it, not hidden by it.
-        args += ["--bind", root, root, "--chdir", root, "--unshare-pid", "--die-with-parent"]
+        args += ["--bind", root, root]
+        for path, is_dir in self.masked:  # after the root's bind, so they cover what it shows
+            args += ["--tmpfs", str(path)] if is_dir else ["--ro-bind", "/dev/null", str(path)]
+        args += ["--chdir", root, "--unshare-pid", "--die-with-parent"]
         if not self.allow_network:
             args.append("--unshare-net")
         return [*args, "--", *argv]

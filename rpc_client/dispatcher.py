@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from rpc_client import commands, files
 from rpc_client.confine import Confinement
+from rpc_client.ignore import DEFAULT_PATTERNS, IgnoreRules
 from rpc_client.policy import CommandPolicy
 from rpc_client.sandbox import Sandbox
 from rpc_client.terminal import printable
@@ -50,6 +51,8 @@ class ClientContext:
     limits: files.FileLimits = field(default_factory=files.FileLimits)
     output_cap: int = 1024 * 1024
     confinement: Confinement | None = None
+    #: Paths hidden from the AI (secrets, .aihubignore) and never written (.git/).
+    ignore: IgnoreRules = field(default_factory=lambda: IgnoreRules(list(DEFAULT_PATTERNS)))
     #: Commands running at once; more wait for a slot (within their own timeout).
     command_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     report: Callable[[str], None] = print
@@ -111,7 +114,7 @@ def _in_thread(fn: Callable[..., dict[str, Any]], *args: Any) -> Callable[[], Aw
 async def list_files(ctx: ClientContext, **params: Any) -> Any:
     async def work() -> dict[str, Any]:
         p = _validated(ListFilesParams, params)
-        return await _in_thread(files.list_files, ctx.sandbox, p, ctx.limits)()
+        return await _in_thread(files.list_files, ctx.sandbox, p, ctx.limits, ctx.ignore)()
 
     return await _serve(ctx, "list_files", params, work)
 
@@ -119,7 +122,7 @@ async def list_files(ctx: ClientContext, **params: Any) -> Any:
 async def read_files(ctx: ClientContext, **params: Any) -> Any:
     async def work() -> dict[str, Any]:
         p = _validated(ReadFilesParams, params)
-        return await _in_thread(files.read_files, ctx.sandbox, p, ctx.limits)()
+        return await _in_thread(files.read_files, ctx.sandbox, p, ctx.limits, ctx.ignore)()
 
     return await _serve(ctx, "read_files", params, work)
 
@@ -128,7 +131,7 @@ async def write_file(ctx: ClientContext, **params: Any) -> Any:
     async def work() -> dict[str, Any]:
         p = _validated(WriteFileParams, params)
         ctx.policy.check_write(p.path)
-        return await _in_thread(files.write_file, ctx.sandbox, p, ctx.limits)()
+        return await _in_thread(files.write_file, ctx.sandbox, p, ctx.limits, ctx.ignore)()
 
     return await _serve(ctx, "write_file", params, work)
 
@@ -153,12 +156,17 @@ async def execute_command(ctx: ClientContext, **params: Any) -> Any:
                 raise RpcError(
                     ErrorCode.TIMEOUT, f"the approval took the command's whole {p.timeout:g} s timeout"
                 )
+            confinement = ctx.confinement
+            if confinement is not None:
+                # Ignored paths are masked for the command too: `cat .env` reads nothing.
+                masked = await anyio.to_thread.run_sync(lambda: list(ctx.ignore.masked(ctx.sandbox.root)))
+                confinement = confinement.masking(masked)
             return await commands.run_command(
                 p.command,
                 cwd=ctx.sandbox.root,
                 timeout=remaining,
                 output_cap=ctx.output_cap,
-                confinement=ctx.confinement,
+                confinement=confinement,
             )
         finally:
             ctx.command_slots.release()

@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from rpc_client.ignore import IgnoreRules
 from rpc_client.sandbox import Entry, Sandbox
 from schemas.errors import ErrorCode, RpcError
 from schemas.tools import ListFilesParams, ReadFilesParams, WriteFileParams
@@ -81,7 +82,12 @@ def _row(entry: Entry) -> dict[str, Any]:
     return row
 
 
-def list_files(sandbox: Sandbox, params: ListFilesParams, limits: FileLimits | None = None) -> dict[str, Any]:
+def list_files(
+    sandbox: Sandbox,
+    params: ListFilesParams,
+    limits: FileLimits | None = None,
+    rules: IgnoreRules | None = None,
+) -> dict[str, Any]:
     """The listing, cut short (``truncated``) when its rows would pass the answer budget."""
     rows: list[dict[str, Any]] = []
     budget = (limits or FileLimits()).max_answer_bytes
@@ -96,8 +102,11 @@ def list_files(sandbox: Sandbox, params: ListFilesParams, limits: FileLimits | N
         rows.append(row)
         return True
 
+    hide = None if rules is None else (lambda rel, is_dir: rules.hidden(rel, is_dir=is_dir))
+    if rules is not None:
+        rules.check_read(params.path, sandbox.resolve(params.path))
     _, truncated = sandbox.list_dir(
-        params.path, recursive=params.recursive, max_entries=params.max_entries, accept=accept
+        params.path, recursive=params.recursive, max_entries=params.max_entries, accept=accept, hide=hide
     )
     return {"files": rows, "truncated": truncated}
 
@@ -114,7 +123,9 @@ def _decode(path: str, data: bytes, encoding: str) -> str:
         ) from None
 
 
-def read_files(sandbox: Sandbox, params: ReadFilesParams, limits: FileLimits) -> dict[str, Any]:
+def read_files(
+    sandbox: Sandbox, params: ReadFilesParams, limits: FileLimits, rules: IgnoreRules | None = None
+) -> dict[str, Any]:
     """Read every file it can; the failures are reported together with what was read.
 
     The answer budget counts the JSON-encoded size of each content and of its path,
@@ -128,7 +139,8 @@ def read_files(sandbox: Sandbox, params: ReadFilesParams, limits: FileLimits) ->
     for path in dict.fromkeys(params.files):  # each path once, in the caller's order
         key = _wire(path)
         try:
-            data = sandbox.read_file(path, max_bytes=limits.max_file_bytes)
+            guard = None if rules is None else (lambda rel, shown=path: rules.check_read(shown, rel))
+            data = sandbox.read_file(path, max_bytes=limits.max_file_bytes, guard=guard)
             content = _decode(path, data, params.encoding)
             cost = _json_size(content) + _json_size(key)
             if cost > budget:
@@ -153,12 +165,15 @@ def read_files(sandbox: Sandbox, params: ReadFilesParams, limits: FileLimits) ->
     return {"files": files}
 
 
-def write_file(sandbox: Sandbox, params: WriteFileParams, limits: FileLimits) -> dict[str, Any]:
+def write_file(
+    sandbox: Sandbox, params: WriteFileParams, limits: FileLimits, rules: IgnoreRules | None = None
+) -> dict[str, Any]:
     data = params.content.encode("utf-8")
     if len(data) > limits.max_write_bytes:
         raise RpcError(
             ErrorCode.TOO_LARGE,
             f"content for {params.path!r} is {len(data)} bytes; the limit is {limits.max_write_bytes}",
         )
-    written = sandbox.write_file(params.path, data)
+    guard = None if rules is None else (lambda rel: rules.check_write(params.path, rel))
+    written = sandbox.write_file(params.path, data, guard=guard)
     return {"path": _wire(written.path), "bytes_written": written.bytes_written, "created": written.created}

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import enum
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, TextIO
 
 from rpc_client.rules import Judge, Probe, Verdict
@@ -103,11 +103,12 @@ class CommandPolicy:
         approver: Approver,
         probe: Probe | None = None,
         protected: Sequence[str] = (),
+        secret: Callable[[str], bool] | None = None,
     ) -> None:
         self.mode = mode
         self.read_only = read_only
         self._approver = approver
-        self._judge = Judge(probe, protected)
+        self._judge = Judge(probe, protected, secret)
 
     def classify(self, command: str) -> Verdict:
         return self._judge.classify(command)

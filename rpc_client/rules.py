@@ -299,10 +299,17 @@ def is_build_output(path: str) -> bool:
 class Judge:
     """Classifies shell text. ``probe`` tells what a path names (for overwrite checks)."""
 
-    def __init__(self, probe: Probe | None = None, protected: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        probe: Probe | None = None,
+        protected: Sequence[str] = (),
+        secret: Callable[[str], bool] | None = None,
+    ) -> None:
         self.probe: Probe = probe or _conservative_probe
         #: Text that no command may mention: the state folder, where the token lives.
         self.protected = (*protected, ".aihub")
+        #: Whether a word names a path the ignore rules hide (``.env``, ``id_rsa``...).
+        self.secret = secret
 
     # --- entry point -----------------------------------------------------
 
@@ -332,8 +339,20 @@ class Judge:
 
     def _protected(self, words: Args) -> list[Finding]:
         for word in words:
-            if word is not None and any(p in word for p in self.protected):
+            if word is None:
+                continue
+            if any(p in word for p in self.protected):
                 return [danger(f"touches the client's state folder (its token): {word!r}")]
+            candidate = "/".join(
+                p for p in word.split("=", 1)[-1].split("/") if p not in ("", ".")
+            )  # --env-file=./.env
+            if (
+                self.secret is not None
+                and candidate
+                and not candidate.startswith("-")
+                and self.secret(candidate)
+            ):
+                return [danger(f"touches {word!r}, which the ignore rules hide from the AI")]
         return []
 
     # --- pieces ----------------------------------------------------------

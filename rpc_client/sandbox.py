@@ -228,7 +228,11 @@ class _Listing:
     recursive: bool
     accept: Callable[[Entry], bool] | None
     steps: _Steps
+    hide: Callable[[str, bool], bool] | None = None
     out: list[Entry] = field(default_factory=list)
+
+    def hidden(self, rel: str, is_dir: bool) -> bool:
+        return self.hide is not None and self.hide(rel, is_dir)
 
     def add(self, entry: Entry) -> bool:
         """Add a row; False (and nothing added) if the caller's ``accept`` refuses it."""
@@ -531,11 +535,17 @@ class Sandbox:
             assert res.st is not None  # missing_ok is off: the walk found something
             return res.st
 
-    def read_file(self, path: str, *, max_bytes: int) -> bytes:
-        """Bytes of the regular file ``path``; more than ``max_bytes`` is TOO_LARGE."""
+    def read_file(self, path: str, *, max_bytes: int, guard: Callable[[str], None] | None = None) -> bytes:
+        """Bytes of the regular file ``path``; more than ``max_bytes`` is TOO_LARGE.
+
+        ``guard`` is called with the resolved relative path before anything is opened;
+        it refuses by raising.
+        """
         if max_bytes < 0:
             raise SandboxError(ErrorCode.INVALID_PARAMS, "max_bytes must not be negative")
         with self._resolved(path) as res:
+            if guard is not None:
+                guard(res.rel())
             if res.name is None:
                 raise SandboxError(ErrorCode.NOT_A_FILE, f"{path!r} is a directory")
             assert res.st is not None
@@ -594,6 +604,7 @@ class Sandbox:
         recursive: bool,
         max_entries: int,
         accept: Callable[[Entry], bool] | None = None,
+        hide: Callable[[str, bool], bool] | None = None,
     ) -> tuple[list[Entry], bool]:
         """List a directory: (entries, truncated).
 
@@ -603,6 +614,7 @@ class Sandbox:
         whether anything was left out.  ``accept`` is asked about each row before it is
         added; False stops the listing there (truncated), e.g. when an answer is full.
         The listing also stops when resolving its links has used ``_LIST_STEPS`` steps.
+        ``hide(path, is_dir)`` leaves a row out (and a hidden folder is not entered).
         Rows that cannot be examined (a folder that may be read but not searched) are
         left out.
         """
@@ -622,7 +634,7 @@ class Sandbox:
         try:
             if not _same_file(os.fstat(dfd), want):
                 raise self._changed(path)
-            listing = _Listing(max(0, max_entries), recursive, accept, _Steps(_LIST_STEPS))
+            listing = _Listing(max(0, max_entries), recursive, accept, _Steps(_LIST_STEPS), hide)
             truncated = self._list_into(dfd, base, depth, listing)
             return listing.out, truncated
         except OSError as exc:
@@ -644,6 +656,8 @@ class Sandbox:
             except (FileNotFoundError, PermissionError):
                 continue  # vanished since it was listed, or in a folder we may read but not search
             mode = st.st_mode
+            if listing.hidden(rel, stat.S_ISDIR(mode)):
+                continue
             if stat.S_ISLNK(mode):
                 row = self._link_entry(name, rel, listing.steps)
                 if row is None or not listing.add(row):
@@ -688,12 +702,20 @@ class Sandbox:
             # Leaves the root, dangles or loops: say so, reveal nothing about the target.
             return Entry(name=name, path=rel, is_dir=False, size=None, is_symlink=True, target_outside=True)
 
-    def write_file(self, path: str, data: bytes, *, create_parents: bool = True) -> WriteResult:
+    def write_file(
+        self,
+        path: str,
+        data: bytes,
+        *,
+        create_parents: bool = True,
+        guard: Callable[[str], None] | None = None,
+    ) -> WriteResult:
         """Atomically replace (or create) the regular file ``path`` with ``data``.
 
         A link inside the root is written through (the link stays a link); missing parent
         folders are created inside the root when ``create_parents``.  The existing file's
-        permission bits are kept (new files get 0o644).
+        permission bits are kept (new files get 0o644).  ``guard`` is called with the
+        resolved relative path before anything is written; it refuses by raising.
         """
         split_relative(path)  # validate first: '/' is outside the root before it is a folder
         if path.endswith("/"):
@@ -704,6 +726,8 @@ class Sandbox:
             with self._resolved(path, missing_ok=True, created=created if create_parents else None) as res:
                 if res.name is None:
                     raise SandboxError(ErrorCode.NOT_A_FILE, f"{path!r} is a directory")
+                if guard is not None:
+                    guard(res.rel())
                 existed = res.st is not None
                 mode = _NEW_FILE_MODE
                 if res.st is not None:

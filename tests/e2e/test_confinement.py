@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +45,8 @@ def test_a_confined_command_cannot_write_outside_the_root_but_can_inside(
     assert run(hub, wid, f"rm -f {outside}/precious")["exit_code"] != 0
     assert (outside / "precious").read_text() == "keep\n"
     target = outside / "file"
-    answer = run(hub, wid, f"{sys.executable} -c \"open('{target}', 'w').write('escaped')\"")
+    # No interpreter from the test's venv: it may live under /tmp, which commands see as a fresh tmpfs.
+    answer = run(hub, wid, f"echo escaped > {target}")
     assert answer["exit_code"] != 0 and "Read-only file system" in str(answer["stderr"])
     assert not target.exists()
     assert run(hub, wid, "echo inside > made.txt && cat made.txt")["stdout"] == "inside\n"
@@ -55,7 +55,7 @@ def test_a_confined_command_cannot_write_outside_the_root_but_can_inside(
 
 
 def test_a_confined_command_has_no_network_unless_allowed(hub: Hub, project: Path, start_client) -> None:
-    probe = f"{sys.executable} -c \"import socket; socket.create_connection(('127.0.0.1', {hub.port}), timeout=5)\""
+    probe = f": < /dev/tcp/127.0.0.1/{hub.port}"  # bash opens a TCP connection for this redirection
     wid = hub.workspace_id(start_client(hub, project, "--sandbox", "bwrap", "--dangerous", "deny").name)
     assert run(hub, wid, probe)["exit_code"] != 0
     wid = hub.workspace_id(
@@ -97,3 +97,28 @@ def test_sandbox_bwrap_without_bubblewrap_is_a_clear_usage_error_and_auto_says_s
     assert "bwrap" in required.output() and "Traceback" not in required.output()
     auto = start_client(hub, project, "--dangerous", "deny", env=env, name="auto")
     assert "NOT confined" in auto.output()
+
+
+def test_ignored_paths_are_masked_for_confined_commands(hub: Hub, project: Path, start_client) -> None:
+    (project / ".env").write_text("API_KEY=sk-live-123\n")
+    (project / "deploy" / ".aws").mkdir(parents=True)
+    (project / "deploy" / ".aws" / "credentials").write_text("aws_secret=abc\n")
+    (project / ".aihubignore").write_text("private/\n")
+    (project / "private").mkdir()
+    (project / "private" / "notes.md").write_text("secret plans\n")
+    # --dangerous allow: the policy would refuse `cat .env`; the OS sandbox must still hide it.
+    client = start_client(hub, project, "--sandbox", "bwrap", "--dangerous", "allow")
+    wid = hub.workspace_id(client.name)
+    answer = run(
+        hub,
+        wid,
+        "cat .env; grep -rs 'sk-live\\|aws_secret\\|secret plans' . ; ls deploy/.aws private; echo done",
+    )
+    out = str(answer["stdout"])
+    assert "sk-live" not in out and "aws_secret" not in out and "secret plans" not in out
+    assert out.rstrip().endswith("done")
+    assert run(hub, wid, "echo pwned > .env")["exit_code"] != 0
+    assert (project / ".env").read_text() == "API_KEY=sk-live-123\n"
+    listing = hub.call(wid, "list_files", {"recursive": True}).json()
+    assert not any(".env" in f["path"] or "private" in f["path"] for f in listing["files"])
+    assert "hidden from the AI" in client.output()

@@ -1,0 +1,138 @@
+"""Paths the AI may not see: secrets by default, plus the project's ``.aihubignore``.
+
+Gitignore syntax (via ``pathspec``, the library git-style tools use): a
+pattern matches at any depth, ``dir/`` matches a folder and everything in it,
+``!pattern`` brings a path back. Ignored paths are hidden from ``list_files``
+and refused by ``read_files`` and ``write_file`` (judged on the path as given
+and on where it leads after links), and masked for commands under bubblewrap.
+Some paths are never writable at all: the ignore file itself and ``.git/``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pathspec
+
+from schemas.errors import ErrorCode, RpcError
+
+IGNORE_FILE = ".aihubignore"
+#: Secrets a repository commonly holds; ``--no-default-ignores`` drops them.
+DEFAULT_PATTERNS = (
+    ".env",
+    ".env.*",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.keystore",
+    "*.jks",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    ".aws/",
+    ".ssh/",
+    ".gnupg/",
+    ".netrc",
+    ".pypirc",
+    ".npmrc",
+    ".docker/config.json",
+    ".kube/",
+    ".git-credentials",
+    "*.tfstate",
+    "*.tfstate.*",
+)
+#: Folders the mask walk does not enter (huge, and not where a project keeps its secrets).
+_WALK_PRUNE = {
+    ".git",
+    "node_modules",
+    ".venv",
+    "venv",
+    "__pycache__",
+    ".tox",
+    ".mypy_cache",
+    ".pytest_cache",
+    "target",
+}
+_MAX_WALK = 200_000
+
+
+@dataclass
+class IgnoreRules:
+    """Which relative paths are hidden from the AI, and which may never be written."""
+
+    patterns: list[str] = field(default_factory=list)
+    source: str = "built-in defaults"
+
+    def __post_init__(self) -> None:
+        self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
+
+    @classmethod
+    def load(cls, root: Path, *, ignore_file: Path | None = None, defaults: bool = True) -> IgnoreRules:
+        """The defaults (unless ``defaults`` is off) and the ignore file (``root/.aihubignore`` unless given)."""
+        patterns = list(DEFAULT_PATTERNS) if defaults else []
+        path = ignore_file or root / IGNORE_FILE
+        sources = ["built-in defaults"] if defaults else []
+        try:
+            patterns += path.read_text(encoding="utf-8").splitlines()
+            sources.append(str(path))
+        except FileNotFoundError:
+            if ignore_file is not None:
+                raise
+        return cls(patterns, " + ".join(sources) or "none")
+
+    def hidden(self, rel: str, *, is_dir: bool = False) -> bool:
+        """Whether ``rel`` (relative, '/'-separated) or a folder it is in is ignored."""
+        rel = rel.strip("/")
+        if not rel or rel == ".":
+            return False
+        if self._spec.match_file(rel + "/" if is_dir else rel):
+            return True
+        # A file inside an ignored folder: check each parent as a folder.
+        parts = rel.split("/")
+        return any(self._spec.match_file("/".join(parts[:i]) + "/") for i in range(1, len(parts)))
+
+    def check_read(self, shown: str, rel: str) -> None:
+        if self.hidden(rel) or self.hidden(_lexical(shown)):
+            raise RpcError(ErrorCode.DENIED, f"{shown!r} is hidden by the ignore rules ({self.source})")
+
+    def check_write(self, shown: str, rel: str) -> None:
+        for candidate in (rel, _lexical(shown)):
+            parts = candidate.split("/")
+            if candidate == IGNORE_FILE:
+                raise RpcError(ErrorCode.DENIED, f"{shown!r}: the AI may not change the ignore rules")
+            if ".git" in parts:
+                raise RpcError(ErrorCode.DENIED, f"{shown!r}: the AI may not write into .git/")
+        self.check_read(shown, rel)
+
+    def masked(self, root: Path) -> Iterator[tuple[Path, bool]]:
+        """Ignored files and folders under ``root`` (path, is_dir), for masking under bubblewrap."""
+        seen = 0
+        for folder, dirs, files in os.walk(root):
+            rel_folder = os.path.relpath(folder, root)
+            rel_folder = "" if rel_folder == "." else rel_folder
+            keep = []
+            for name in sorted(dirs):
+                rel = f"{rel_folder}/{name}" if rel_folder else name
+                if self.hidden(rel, is_dir=True):
+                    yield Path(folder, name), True
+                elif name not in _WALK_PRUNE and not os.path.islink(os.path.join(folder, name)):
+                    keep.append(name)
+            dirs[:] = keep
+            for name in files:
+                rel = f"{rel_folder}/{name}" if rel_folder else name
+                if self.hidden(rel):
+                    yield Path(folder, name), False
+            seen += len(files) + len(dirs)
+            if seen > _MAX_WALK:
+                return
+
+
+def _lexical(path: str) -> str:
+    # The path as the caller wrote it, without './' and '//' (for matching only; the
+    # sandbox resolves the real one).
+    return "/".join(p for p in path.split("/") if p not in ("", "."))
