@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from rpc_client.ignore import IgnoreRules
+from rpc_client.ignore import GitIgnore, IgnoreRules
 from rpc_client.sandbox import Entry, Sandbox
 from schemas.errors import ErrorCode, RpcError
 from schemas.tools import ListFilesParams, ReadFilesParams, WriteFileParams
@@ -102,7 +102,14 @@ def list_files(
         rows.append(row)
         return True
 
-    hide = None if rules is None else (lambda rel, is_dir: rules.hidden(rel, is_dir=is_dir))
+    respect = params.recursive if params.respect_gitignore is None else params.respect_gitignore
+    gitignore = GitIgnore(lambda name: sandbox.read_file(name, max_bytes=1024 * 1024)) if respect else None
+
+    def hide(rel: str, is_dir: bool) -> bool:
+        return (rules is not None and rules.hidden(rel, is_dir=is_dir)) or (
+            gitignore is not None and gitignore.ignored(rel, is_dir)
+        )
+
     if rules is not None:
         rules.check_read(params.path, sandbox.resolve(params.path))
     _, truncated = sandbox.list_dir(

@@ -11,7 +11,7 @@ Some paths are never writable at all: the ignore file itself and ``.git/``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,3 +136,39 @@ def _lexical(path: str) -> str:
     # The path as the caller wrote it, without './' and '//' (for matching only; the
     # sandbox resolves the real one).
     return "/".join(p for p in path.split("/") if p not in ("", "."))
+
+
+class GitIgnore:
+    """The project's own ``.gitignore`` files (each folder's, and ``.git/info/exclude``), read through the sandbox.
+
+    Used to keep listings of real repositories free of ``node_modules/``,
+    ``.venv/`` and build output. ``.git/`` itself is left out too.
+    """
+
+    def __init__(self, read: Callable[[str], bytes]) -> None:
+        self._read = read
+        self._specs: dict[str, pathspec.GitIgnoreSpec | None] = {}
+
+    def _spec(self, folder: str) -> pathspec.GitIgnoreSpec | None:
+        if folder not in self._specs:
+            lines: list[str] = []
+            names = [f"{folder}/.gitignore" if folder else ".gitignore"] + (
+                [] if folder else [".git/info/exclude"]
+            )
+            for name in names:
+                try:
+                    lines += self._read(name).decode("utf-8", errors="replace").splitlines()
+                except RpcError:
+                    continue  # none there, or not readable inside the root: no rules from it
+            self._specs[folder] = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+        return self._specs[folder]
+
+    def ignored(self, rel: str, is_dir: bool) -> bool:
+        parts = rel.strip("/").split("/")
+        if ".git" in parts:
+            return True
+        for i in range(len(parts)):
+            spec = self._spec("/".join(parts[:i]))
+            if spec is not None and spec.match_file("/".join(parts[i:]) + ("/" if is_dir else "")):
+                return True
+        return False

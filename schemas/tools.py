@@ -45,6 +45,10 @@ class ListFilesParams(Params):
     recursive: bool = Field(
         default=False, description="List every file below the folder, not only its direct children."
     )
+    respect_gitignore: bool | None = Field(
+        default=None,
+        description="Leave out what the project's .gitignore files ignore (and .git/). Default: on for recursive listings.",
+    )
     max_entries: int = Field(
         default=DEFAULT_LIST_ENTRIES,
         ge=1,

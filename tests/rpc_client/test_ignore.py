@@ -134,3 +134,29 @@ def test_the_mask_walk_finds_ignored_files_and_folders(tmp_path: Path) -> None:
     (tmp_path / "node_modules" / "pkg" / ".env").write_text("x")  # pruned: not walked
     masked = {(str(p.relative_to(tmp_path)), d) for p, d in DEFAULTS.masked(tmp_path)}
     assert masked == {("a/.aws", True), ("a/.env", False)}
+
+
+async def test_recursive_listings_respect_gitignore_files_unless_asked_not_to(ctx: ClientContext) -> None:
+    root = ctx.sandbox.root
+    (root / ".gitignore").write_text("node_modules/\n*.log\n")
+    (root / "node_modules" / "pkg").mkdir(parents=True)
+    (root / "node_modules" / "pkg" / "index.js").write_text("x")
+    (root / "app.log").write_text("x")
+    (root / "web").mkdir()
+    (root / "web" / ".gitignore").write_text("dist/\n")
+    (root / "web" / "dist").mkdir()
+    (root / "web" / "dist" / "bundle.js").write_text("x")
+    (root / "web" / "src.js").write_text("x")
+
+    async def paths(**params: Any) -> set[str]:
+        return {
+            row["path"] for row in (await call(ctx, "list_files", {"path": ".", **params}))["result"]["files"]
+        }
+
+    default = await paths(recursive=True)
+    assert "web/src.js" in default and "main.py" in default
+    assert not any(p.startswith(("node_modules", ".git/", "web/dist")) or p.endswith(".log") for p in default)
+    assert ".git" not in default
+    everything = await paths(recursive=True, respect_gitignore=False)
+    assert {"node_modules/pkg/index.js", "app.log", "web/dist/bundle.js", ".git/config"} <= everything
+    assert "app.log" in await paths()  # a flat listing shows everything by default
