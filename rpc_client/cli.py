@@ -1,7 +1,10 @@
 """``aihub-client``: connect one project folder to the hub.
 
     aihub-client [--hub URL] [--root DIR] [--name NAME] [--token T]
-                 [--dangerous ask|deny|allow] [--read-only]
+                 [--dangerous ask|deny|allow] [--read-only] [--sandbox auto|bwrap|none] ...
+    aihub-client log [--root DIR] [-n N]           the audit log of this project
+    aihub-client undo [--root DIR] [N] [--list]    undo the last (or N-th) write_file
+
 
 Exit status: 0 stopped by the user, 1 other failure, 2 bad usage, 3 bad root,
 4 token refused, 5 handshake refused.
@@ -17,14 +20,20 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from rpc_client.audit import AuditLog, format_entry
+from rpc_client.checkpoints import Checkpoints
 from rpc_client.confine import ConfinementUnavailable, SandboxMode, choose, state_folders
 from rpc_client.dispatcher import ClientContext
 from rpc_client.errors import BadRoot, ClientExit, UsageError
-from rpc_client.ignore import IgnoreRules
+from rpc_client.files import FileLimits
+from rpc_client.ignore import IgnoreFileError, IgnoreRules
 from rpc_client.policy import CommandPolicy, DangerousMode, TerminalApprover
 from rpc_client.rules import root_probe
 from rpc_client.sandbox import Sandbox, SandboxError
+from rpc_client.state import project_state_dir
+from rpc_client.terminal import printable
 from rpc_client.transport import HubTarget, run_until_stopped
+from schemas.errors import RpcError
 from schemas.protocol import TOKEN_FILE, aihub_home
 
 DEFAULT_HUB = "ws://127.0.0.1:8765/ws/workspace"
@@ -125,7 +134,59 @@ def report(line: str) -> None:
     print(f"aihub-client: {line}", file=sys.stderr, flush=True)
 
 
+def state_parser(command: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"aihub-client {command}")
+    p.add_argument("--root", default=".", help="the project folder (default: current folder)")
+    if command == "log":
+        p.add_argument(
+            "-n", "--lines", type=int, default=50, help="how many of the last requests (default 50)"
+        )
+    else:
+        p.add_argument(
+            "checkpoint", nargs="?", type=int, help="the checkpoint to undo (default: the last change)"
+        )
+        p.add_argument("--list", action="store_true", help="list the checkpoints instead")
+    return p
+
+
+def state_command(command: str, argv: list[str]) -> int:
+    """``aihub-client log`` and ``aihub-client undo``: read the audit log, undo a write. Work offline."""
+    args = state_parser(command).parse_args(argv)
+    try:
+        try:
+            sandbox = Sandbox(args.root)
+        except SandboxError as exc:
+            raise BadRoot(f"--root {args.root!r}: {exc.message}") from None
+        with sandbox:
+            state = project_state_dir(sandbox.root)
+            if command == "log":
+                for entry in AuditLog(state).tail(args.lines):
+                    print(printable(format_entry(entry)))
+                return 0
+            checkpoints = Checkpoints(state)
+            if args.list:
+                undone = {e["undo_of"] for e in checkpoints.entries() if "undo_of" in e}
+                for e in checkpoints.entries():
+                    if "checkpoint" in e:
+                        mark = " (undone)" if e["checkpoint"] in undone else ""
+                        made = "created" if e["previous"] is None else "changed"
+                        print(printable(f"{e['checkpoint']:>5}  {made:<8} {e['path']}{mark}"))
+                return 0
+            try:
+                done = checkpoints.undo(sandbox, args.checkpoint, max_bytes=FileLimits().max_checkpoint_bytes)
+            except RpcError as exc:
+                raise ClientExit(exc.message) from None
+            report(f"undid checkpoint {done['checkpoint']}: {printable(done['path'])} ({done['restored']})")
+            return 0
+    except ClientExit as exc:
+        report(exc.message)
+        return exc.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("log", "undo"):
+        return state_command(argv[0], argv[1:])
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="aihub-client: %(message)s"
@@ -146,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                 ignore_file=Path(args.ignore_file) if args.ignore_file else None,
                 defaults=not args.no_default_ignores,
             )
-        except OSError as exc:
-            raise UsageError(f"--ignore-file {args.ignore_file!r}: {exc.strerror}") from None
+        except IgnoreFileError as exc:
+            raise UsageError(f"ignore rules: {exc}") from None
         mode = DangerousMode(args.dangerous)
         policy = CommandPolicy(
             mode,
@@ -166,8 +227,15 @@ def main(argv: list[str] | None = None) -> int:
             )
         except ConfinementUnavailable as exc:
             raise UsageError(str(exc)) from None
+        state = project_state_dir(sandbox.root)
         ctx = ClientContext(
-            sandbox=sandbox, policy=policy, report=report, confinement=confinement, ignore=ignore
+            sandbox=sandbox,
+            policy=policy,
+            report=report,
+            confinement=confinement,
+            ignore=ignore,
+            audit=AuditLog(state),
+            checkpoints=Checkpoints(state),
         )
         report(confinement_line)
         report(f"hidden from the AI: {ignore.source}")

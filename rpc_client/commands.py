@@ -126,7 +126,13 @@ async def _pump(
 
 
 async def run_command(
-    command: str, *, cwd: Path, timeout: float, output_cap: int, confinement: Confinement | None = None
+    command: str,
+    *,
+    cwd: Path,
+    timeout: float,
+    output_cap: int,
+    confinement: Confinement | None = None,
+    asked_timeout: float | None = None,
 ) -> dict[str, Any]:
     """Run ``command`` through :data:`SHELL` in ``cwd``; the result fields of execute_command.
 
@@ -181,7 +187,7 @@ async def run_command(
         fields["exit_code"] = None
         raise RpcError(
             ErrorCode.TIMEOUT,
-            f"the command timed out after {timeout:g} s and was killed with its process group",
+            f"the command timed out (timeout {asked_timeout or timeout:g} s) and was killed with its process group",
             fields,
         )
     code = process.returncode

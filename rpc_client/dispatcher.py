@@ -22,6 +22,8 @@ from jsonrpcserver.exceptions import JsonRpcError
 from pydantic import ValidationError
 
 from rpc_client import commands, files
+from rpc_client.audit import AuditLog, CallRecord
+from rpc_client.checkpoints import Checkpoints
 from rpc_client.confine import Confinement
 from rpc_client.ignore import DEFAULT_PATTERNS, IgnoreRules
 from rpc_client.policy import CommandPolicy
@@ -34,6 +36,7 @@ from schemas.tools import (
     ListFilesParams,
     Params,
     ReadFilesParams,
+    UndoParams,
     WriteFileParams,
     validation_errors,
 )
@@ -51,6 +54,9 @@ class ClientContext:
     limits: files.FileLimits = field(default_factory=files.FileLimits)
     output_cap: int = 1024 * 1024
     confinement: Confinement | None = None
+    #: Where each request is recorded, and each write checkpointed (None: not kept).
+    audit: AuditLog | None = None
+    checkpoints: Checkpoints | None = None
     #: Paths hidden from the AI (secrets, .aihubignore) and never written (.git/).
     ignore: IgnoreRules = field(default_factory=lambda: IgnoreRules(list(DEFAULT_PATTERNS)))
     #: Commands running at once; more wait for a slot (within their own timeout).
@@ -78,15 +84,25 @@ def _summary(method: str, params: dict[str, Any]) -> str:
 
 
 async def _serve(
-    ctx: ClientContext, method: str, params: dict[str, Any], work: Callable[[], Awaitable[dict[str, Any]]]
+    ctx: ClientContext,
+    method: str,
+    params: dict[str, Any],
+    work: Callable[[CallRecord], Awaitable[dict[str, Any]]],
 ) -> Any:
-    """Run one method and log one line; the only place exceptions become wire errors."""
+    """Run one method, log one line and one audit record; the only place exceptions become wire errors."""
     started = time.monotonic()
+    record = CallRecord(method, _summary(method, params))
     status = "ok"
     try:
-        return Success(await work())
+        result = await work(record)
+        for key in ("checkpoint", "exit_code", "bytes_written"):
+            if key in result:
+                record.details[key] = result[key]
+        return Success(result)
     except RpcError as exc:
         status = error_name(exc.code)
+        if exc.code == ErrorCode.DENIED and record.decision == "allowed":
+            record.decision = "refused"
         raise JsonRpcError(exc.code, exc.message, exc.data) from None
     except asyncio.CancelledError:
         status = "cancelled"
@@ -99,62 +115,78 @@ async def _serve(
         ) from None
     finally:
         elapsed = (time.monotonic() - started) * 1000
-        ctx.report(
-            f"{time.strftime('%H:%M:%S')} {method} {_summary(method, params)} -> {status} ({elapsed:.1f} ms)"
-        )
+        ctx.report(f"{time.strftime('%H:%M:%S')} {method} {record.summary} -> {status} ({elapsed:.1f} ms)")
+        if ctx.audit is not None:
+            try:
+                ctx.audit.write(record, status, elapsed)
+            except OSError as exc:  # a full disk must not take the answer with it
+                log.warning("could not write the audit log: %s", exc.strerror)
 
 
-def _in_thread(fn: Callable[..., dict[str, Any]], *args: Any) -> Callable[[], Awaitable[dict[str, Any]]]:
-    async def work() -> dict[str, Any]:
-        return await anyio.to_thread.run_sync(fn, *args)
-
-    return work
+def _in_thread(fn: Callable[..., dict[str, Any]], *args: Any) -> Awaitable[dict[str, Any]]:
+    return anyio.to_thread.run_sync(fn, *args)
 
 
 async def list_files(ctx: ClientContext, **params: Any) -> Any:
-    async def work() -> dict[str, Any]:
+    async def work(record: CallRecord) -> dict[str, Any]:
         p = _validated(ListFilesParams, params)
-        return await _in_thread(files.list_files, ctx.sandbox, p, ctx.limits, ctx.ignore)()
+        return await _in_thread(files.list_files, ctx.sandbox, p, ctx.limits, ctx.ignore)
 
     return await _serve(ctx, "list_files", params, work)
 
 
 async def read_files(ctx: ClientContext, **params: Any) -> Any:
-    async def work() -> dict[str, Any]:
+    async def work(record: CallRecord) -> dict[str, Any]:
         p = _validated(ReadFilesParams, params)
-        return await _in_thread(files.read_files, ctx.sandbox, p, ctx.limits, ctx.ignore)()
+        return await _in_thread(files.read_files, ctx.sandbox, p, ctx.limits, ctx.ignore)
 
     return await _serve(ctx, "read_files", params, work)
 
 
 async def write_file(ctx: ClientContext, **params: Any) -> Any:
-    async def work() -> dict[str, Any]:
+    async def work(record: CallRecord) -> dict[str, Any]:
         p = _validated(WriteFileParams, params)
         ctx.policy.check_write(p.path)
-        return await _in_thread(files.write_file, ctx.sandbox, p, ctx.limits, ctx.ignore)()
+        return await _in_thread(files.write_file, ctx.sandbox, p, ctx.limits, ctx.ignore, ctx.checkpoints)
 
     return await _serve(ctx, "write_file", params, work)
 
 
+async def undo(ctx: ClientContext, **params: Any) -> Any:
+    async def work(record: CallRecord) -> dict[str, Any]:
+        p = _validated(UndoParams, params)
+        ctx.policy.check_write("(undo)")
+        if ctx.checkpoints is None:
+            raise RpcError(ErrorCode.NOT_FOUND, "this client keeps no checkpoints")
+        checkpoints = ctx.checkpoints
+        return await _in_thread(
+            lambda: checkpoints.undo(ctx.sandbox, p.checkpoint, max_bytes=ctx.limits.max_checkpoint_bytes)
+        )
+
+    return await _serve(ctx, "undo", params, work)
+
+
 async def execute_command(ctx: ClientContext, **params: Any) -> Any:
-    async def work() -> dict[str, Any]:
+    async def work(record: CallRecord) -> dict[str, Any]:
         p = _validated(ExecuteCommandParams, params)
         # The timeout covers the user's approval, the wait for a slot and the run:
         # the hub gives up after it, so nothing may start later than that.
         deadline = time.monotonic() + p.timeout
-        await ctx.policy.check_command(p.command, approval_timeout=p.timeout)
+        record.decision = await ctx.policy.check_command(p.command, approval_timeout=p.timeout)
         try:
             async with asyncio.timeout(deadline - time.monotonic()):
                 await ctx.command_slots.acquire()
         except TimeoutError:
             raise RpcError(
-                ErrorCode.TIMEOUT, f"the command did not start within its {p.timeout:g} s timeout"
+                ErrorCode.TIMEOUT,
+                f"the command did not start within its {p.timeout:g} s timeout (all command slots busy)",
             ) from None
         try:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise RpcError(
-                    ErrorCode.TIMEOUT, f"the approval took the command's whole {p.timeout:g} s timeout"
+                    ErrorCode.TIMEOUT,
+                    f"the approval and the wait for a command slot took the command's whole {p.timeout:g} s timeout",
                 )
             confinement = ctx.confinement
             if confinement is not None:
@@ -167,6 +199,7 @@ async def execute_command(ctx: ClientContext, **params: Any) -> Any:
                 timeout=remaining,
                 output_cap=ctx.output_cap,
                 confinement=confinement,
+                asked_timeout=p.timeout,
             )
         finally:
             ctx.command_slots.release()
@@ -179,6 +212,7 @@ METHODS: dict[str, Callable[..., Awaitable[Any]]] = {
     "read_files": read_files,
     "write_file": write_file,
     "execute_command": execute_command,
+    "undo": undo,
 }
 
 

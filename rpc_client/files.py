@@ -19,13 +19,16 @@ Every answer must be sendable as one WebSocket text frame under the hub's limit:
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 from dataclasses import dataclass
 from typing import Any
 
+from rpc_client.checkpoints import Checkpoints
 from rpc_client.ignore import GitIgnore, IgnoreRules
-from rpc_client.sandbox import Entry, Sandbox
+from rpc_client.ignore import lexical_path as _lexical
+from rpc_client.sandbox import Entry, Sandbox, SandboxError
 from schemas.errors import ErrorCode, RpcError
 from schemas.tools import ListFilesParams, ReadFilesParams, WriteFileParams
 
@@ -42,6 +45,8 @@ class FileLimits:
     max_file_bytes: int = 8 * MiB
     max_answer_bytes: int = 8 * MiB
     max_write_bytes: int = 8 * MiB
+    #: Largest previous content a write checkpoints (a larger file is not overwritten).
+    max_checkpoint_bytes: int = 64 * MiB
 
 
 def _wire(text: str) -> str:
@@ -141,11 +146,16 @@ def read_files(
     shortened to ``MAX_MESSAGE_CHARS`` each.
     """
     files: dict[str, str] = {}
+    digests: dict[str, str] = {}
     errors: dict[str, str] = {}
     budget = limits.max_answer_bytes
     for path in dict.fromkeys(params.files):  # each path once, in the caller's order
         key = _wire(path)
         try:
+            if rules is not None:
+                # Judged before the file system is touched: a hidden path that does not exist
+                # answers like one that does, so the AI cannot probe for secrets.
+                rules.check_read(path, _lexical(path))
             guard = None if rules is None else (lambda rel, shown=path: rules.check_read(shown, rel))
             data = sandbox.read_file(path, max_bytes=limits.max_file_bytes, guard=guard)
             content = _decode(path, data, params.encoding)
@@ -158,6 +168,7 @@ def read_files(
                 )
             budget -= cost
             files[key] = content
+            digests[key] = hashlib.sha256(data).hexdigest()
         except RpcError as exc:  # SandboxError is an RpcError
             errors[key] = _shorten(exc.message, MAX_MESSAGE_CHARS)
     if errors:
@@ -167,14 +178,24 @@ def read_files(
             _shorten(
                 f"could not read {len(errors)} of {len(params.files)} file(s): {failed}", MAX_SUMMARY_CHARS
             ),
-            {"files": files, "errors": errors},
+            {"files": files, "sha256": digests, "errors": errors},
         )
-    return {"files": files}
+    return {"files": files, "sha256": digests}
 
 
 def write_file(
-    sandbox: Sandbox, params: WriteFileParams, limits: FileLimits, rules: IgnoreRules | None = None
+    sandbox: Sandbox,
+    params: WriteFileParams,
+    limits: FileLimits,
+    rules: IgnoreRules | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> dict[str, Any]:
+    """Check, checkpoint, then atomically replace the file.
+
+    The previous content is read (and compared with ``expected_sha256``) at the
+    path the write resolves to, so a checkpoint always holds what the write
+    replaced.
+    """
     data = params.content.encode("utf-8")
     if len(data) > limits.max_write_bytes:
         raise RpcError(
@@ -182,5 +203,43 @@ def write_file(
             f"content for {params.path!r} is {len(data)} bytes; the limit is {limits.max_write_bytes}",
         )
     guard = None if rules is None else (lambda rel: rules.check_write(params.path, rel))
-    written = sandbox.write_file(params.path, data, guard=guard)
-    return {"path": _wire(written.path), "bytes_written": written.bytes_written, "created": written.created}
+    if guard is not None:
+        guard(_lexical(params.path))
+    try:
+        target: str | None = sandbox.resolve(params.path, must_exist=False)
+    except SandboxError as exc:
+        if exc.code != ErrorCode.NOT_FOUND:
+            raise
+        target = None  # a parent folder is missing: the file is new, the write makes its folders
+    previous: bytes | None = None
+    if target is not None:
+        if guard is not None:
+            guard(target)
+        if checkpoints is not None or params.expected_sha256 is not None:
+            try:
+                previous = sandbox.read_file(target, max_bytes=limits.max_checkpoint_bytes)
+            except SandboxError as exc:
+                if exc.code != ErrorCode.NOT_FOUND:
+                    raise
+    if params.expected_sha256 is not None and (
+        previous is None or hashlib.sha256(previous).hexdigest() != params.expected_sha256
+    ):
+        raise RpcError(
+            ErrorCode.CONFLICT,
+            f"{params.path!r} changed since it was read (its sha256 is not expected_sha256): read it again",
+        )
+    checkpoint = None
+    if checkpoints is not None and target is not None:
+        checkpoint = checkpoints.record(target, previous, data)
+    try:
+        written = sandbox.write_file(target if target is not None else params.path, data, guard=guard)
+    except BaseException:
+        if checkpoint is not None and checkpoints is not None:
+            checkpoints.cancel(checkpoint)  # nothing changed: nothing to undo
+        raise
+    if checkpoints is not None and target is None:
+        checkpoint = checkpoints.record(written.path, None, data)
+    result = {"path": _wire(written.path), "bytes_written": written.bytes_written, "created": written.created}
+    if checkpoint is not None:
+        result["checkpoint"] = checkpoint
+    return result

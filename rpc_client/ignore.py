@@ -10,6 +10,7 @@ Some paths are never writable at all: the ignore file itself and ``.git/``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -61,12 +62,18 @@ _WALK_PRUNE = {
 _MAX_WALK = 200_000
 
 
+class IgnoreFileError(Exception):
+    """The ignore file cannot be read."""
+
+
 @dataclass
 class IgnoreRules:
     """Which relative paths are hidden from the AI, and which may never be written."""
 
     patterns: list[str] = field(default_factory=list)
     source: str = "built-in defaults"
+    #: The rules file's path relative to the root (if it is inside): never writable.
+    rules_file: str = IGNORE_FILE
 
     def __post_init__(self) -> None:
         self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
@@ -78,12 +85,20 @@ class IgnoreRules:
         path = ignore_file or root / IGNORE_FILE
         sources = ["built-in defaults"] if defaults else []
         try:
-            patterns += path.read_text(encoding="utf-8").splitlines()
+            patterns += path.read_text(encoding="utf-8", errors="strict").splitlines()
             sources.append(str(path))
         except FileNotFoundError:
             if ignore_file is not None:
-                raise
-        return cls(patterns, " + ".join(sources) or "none")
+                raise IgnoreFileError(f"{path}: no such file") from None
+        except UnicodeDecodeError:
+            raise IgnoreFileError(f"{path}: not UTF-8 text") from None
+        except OSError as exc:
+            raise IgnoreFileError(f"{path}: {exc.strerror}") from None
+        rules = cls(patterns, " + ".join(sources) or "none")
+        # The file that holds the rules may never be written by the AI, wherever it is.
+        with contextlib.suppress(ValueError):
+            rules.rules_file = path.resolve().relative_to(root.resolve()).as_posix()
+        return rules
 
     def hidden(self, rel: str, *, is_dir: bool = False) -> bool:
         """Whether ``rel`` (relative, '/'-separated) or a folder it is in is ignored."""
@@ -97,13 +112,13 @@ class IgnoreRules:
         return any(self._spec.match_file("/".join(parts[:i]) + "/") for i in range(1, len(parts)))
 
     def check_read(self, shown: str, rel: str) -> None:
-        if self.hidden(rel) or self.hidden(_lexical(shown)):
+        if self.hidden(rel) or self.hidden(lexical_path(shown)):
             raise RpcError(ErrorCode.DENIED, f"{shown!r} is hidden by the ignore rules ({self.source})")
 
     def check_write(self, shown: str, rel: str) -> None:
-        for candidate in (rel, _lexical(shown)):
+        for candidate in (rel, lexical_path(shown)):
             parts = candidate.split("/")
-            if candidate == IGNORE_FILE:
+            if candidate in (IGNORE_FILE, self.rules_file):
                 raise RpcError(ErrorCode.DENIED, f"{shown!r}: the AI may not change the ignore rules")
             if ".git" in parts:
                 raise RpcError(ErrorCode.DENIED, f"{shown!r}: the AI may not write into .git/")
@@ -132,7 +147,7 @@ class IgnoreRules:
                 return
 
 
-def _lexical(path: str) -> str:
+def lexical_path(path: str) -> str:
     # The path as the caller wrote it, without './' and '//' (for matching only; the
     # sandbox resolves the real one).
     return "/".join(p for p in path.split("/") if p not in ("", "."))

@@ -117,8 +117,11 @@ class CommandPolicy:
         if self.read_only:
             raise RpcError(ErrorCode.DENIED, f"the client is read-only: writing {path!r} is refused")
 
-    async def check_command(self, command: str, *, approval_timeout: float = float("inf")) -> Verdict:
-        """Raise ``RpcError(DENIED)`` unless ``command`` may run.
+    async def check_command(self, command: str, *, approval_timeout: float = float("inf")) -> str:
+        """Raise ``RpcError(DENIED)`` unless ``command`` may run; else say why it may.
+
+        The answer is the decision for the audit log: ``allowed`` (not dangerous),
+        ``allowed-dangerous`` (``--dangerous allow``) or ``approved`` (the user said yes).
 
         ``approval_timeout`` bounds the wait for the user's answer (the hub stops
         waiting for the call at some point: a late yes must not run the command).
@@ -129,8 +132,10 @@ class CommandPolicy:
                 ErrorCode.DENIED,
                 "the client is read-only: only read-only commands (ls, cat, grep, git diff...) may run",
             )
-        if not verdict.dangerous or self.mode is DangerousMode.ALLOW:
-            return verdict
+        if not verdict.dangerous:
+            return "allowed"
+        if self.mode is DangerousMode.ALLOW:
+            return "allowed-dangerous"
         why = "; ".join(verdict.reasons)
         if self.mode is DangerousMode.DENY:
             raise RpcError(
@@ -147,4 +152,4 @@ class CommandPolicy:
                 f"the user declined this dangerous command ({why}), or no one was at the client's "
                 "terminal to approve it. Choose another way, or ask the user.",
             )
-        return verdict
+        return "approved"

@@ -757,6 +757,21 @@ class Sandbox:
                         os.rmdir(name, dir_fd=dir_fd)
                 os.close(dir_fd)
 
+    def remove_file(self, path: str) -> None:
+        """Delete the regular file ``path`` (its directory entry; a link in the root is followed)."""
+        with self._resolved(path) as res:
+            if res.name is None:
+                raise SandboxError(ErrorCode.NOT_A_FILE, f"{path!r} is a directory")
+            assert res.st is not None
+            if not stat.S_ISREG(res.st.st_mode):
+                raise SandboxError(
+                    ErrorCode.NOT_A_FILE, f"{path!r} is not a regular file ({_kind(res.st.st_mode)})"
+                )
+            try:
+                os.unlink(res.name, dir_fd=res.parent_fd)
+            except OSError as exc:
+                raise _os_error(exc, path) from None
+
     @staticmethod
     def _replace(dir_fd: int, name: str, data: bytes, mode: int, old: os.stat_result | None) -> int:
         """Write a temp file beside ``name`` and rename it over ``name``; clean up on failure."""

@@ -34,6 +34,7 @@ class ErrorCode(IntEnum):
     PARTIAL_FAILURE = -32011
     CANNOT_START = -32012
     BUSY = -32013
+    CONFLICT = -32014
 
 
 #: Short, stable names for logs and docs (``ErrorCode.NOT_FOUND`` -> ``"not_found"``).

@@ -7,7 +7,7 @@ models; nothing here is written by hand twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -76,7 +76,7 @@ class ListFilesResult(Result):
 
 
 class ReadFilesParams(Params):
-    files: list[str] = Field(
+    files: list[Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS)]] = Field(
         min_length=1,
         max_length=MAX_FILES_PER_READ,
         description="Paths of the files to read, relative to the workspace root.",
@@ -89,6 +89,9 @@ class ReadFilesParams(Params):
 
 class ReadFilesResult(Result):
     files: dict[str, str]
+    sha256: dict[str, str] = Field(
+        default_factory=dict, description="Of each file's bytes, for write_file's expected_sha256."
+    )
 
 
 # --- execute_command -------------------------------------------------------
@@ -124,12 +127,33 @@ class WriteFileParams(Params):
     content: str = Field(
         max_length=MAX_WRITE_CHARS, description="The whole new content of the file (UTF-8 text)."
     )
+    expected_sha256: str | None = Field(
+        default=None,
+        pattern="^[0-9a-f]{64}$",
+        description="The sha256 read_files reported for this file: the write is refused if the file changed since.",
+    )
 
 
 class WriteFileResult(Result):
     path: str | None = None
     bytes_written: int | None = None
     created: bool | None = None
+    checkpoint: int | None = None
+
+
+# --- undo ------------------------------------------------------------------
+
+
+class UndoParams(Params):
+    checkpoint: int | None = Field(
+        default=None, ge=1, description="The checkpoint a write_file answered; the last change when omitted."
+    )
+
+
+class UndoResult(Result):
+    checkpoint: int
+    path: str
+    restored: Literal["previous content", "deleted"]
 
 
 # --- handshake -------------------------------------------------------------
@@ -213,9 +237,18 @@ TOOLS: dict[str, ToolSpec] = {
         ToolSpec(
             "write_file",
             "Create or replace a whole text file in the workspace (missing folders are created). The file "
-            "is replaced atomically. Paths that leave the workspace are refused.",
+            "is replaced atomically and checkpointed first, so undo can restore it. Pass expected_sha256 "
+            "(from read_files) to refuse the write if the user changed the file since you read it. Paths "
+            "that leave the workspace, secrets and .git/ are refused.",
             WriteFileParams,
             WriteFileResult,
+        ),
+        ToolSpec(
+            "undo",
+            "Undo a write_file: restore the file's previous content, or delete a file the write created. "
+            "Without checkpoint, the last change. Refused if the file changed since that write.",
+            UndoParams,
+            UndoResult,
         ),
     )
 }

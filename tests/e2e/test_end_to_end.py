@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -37,7 +38,9 @@ def test_the_original_plan_lists_the_files_then_reads_one_of_them(
     nested = hub.call(wid, "list_files", {"path": "src", "recursive": True}).json()
     main = next(f for f in nested["files"] if f["name"] == "main.py")
     read = hub.call(wid, "read_files", {"files": [main["path"]]}).json()
-    assert read == {"status": "success", "files": {"src/main.py": "print('hello')\n"}}
+    assert read["status"] == "success"
+    assert read["files"] == {"src/main.py": "print('hello')\n"}
+    assert read["sha256"]["src/main.py"] == hashlib.sha256(b"print('hello')\n").hexdigest()
     wait_until(lambda: "read_files src/main.py -> ok" in client.output(), what="the client's log line")
 
 
@@ -220,6 +223,7 @@ def test_rest_errors_unknown_workspace_unknown_tool_bad_params(hub: Hub, project
         "read_files",
         "execute_command",
         "write_file",
+        "undo",
     }
     assert all(t["function"]["parameters"]["type"] == "object" for t in tools)
 

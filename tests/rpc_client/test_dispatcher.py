@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +52,9 @@ async def call(ctx: ClientContext, method: str, params: Any = None, id: int = 1)
 
 
 async def test_a_read_answers_the_content(ctx: ClientContext) -> None:
-    assert (await call(ctx, "read_files", {"files": ["a.txt"]}))["result"] == {"files": {"a.txt": "alpha\n"}}
+    result = (await call(ctx, "read_files", {"files": ["a.txt"]}))["result"]
+    assert result["files"] == {"a.txt": "alpha\n"}
+    assert result["sha256"] == {"a.txt": hashlib.sha256(b"alpha\n").hexdigest()}
 
 
 async def test_a_partial_read_is_an_error_that_keeps_the_files_read(ctx: ClientContext) -> None:
@@ -65,7 +68,7 @@ async def test_a_partial_read_is_an_error_that_keeps_the_files_read(ctx: ClientC
 
 async def test_binary_files_can_be_read_as_base64(ctx: ClientContext) -> None:
     result = (await call(ctx, "read_files", {"files": ["bin.dat"], "encoding": "base64"}))["result"]
-    assert result == {"files": {"bin.dat": "//4AYmluYXJ5"}}
+    assert result["files"] == {"bin.dat": "//4AYmluYXJ5"}
 
 
 async def test_the_answer_budget_refuses_what_does_not_fit(ctx: ClientContext) -> None:

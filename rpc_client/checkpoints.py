@@ -1,0 +1,101 @@
+"""Checkpoints: every file write_file changes or creates is saved first, so it can be undone.
+
+The previous content is kept by its sha256 under ``blobs/``; ``index.jsonl``
+records each change (path, previous sha or "did not exist", new sha). Undo
+restores the previous content (or deletes a file the write created), but only
+if the file is still what that write left: the user's later edits are never
+overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from rpc_client.sandbox import Sandbox, SandboxError
+from rpc_client.state import append_jsonl, read_jsonl
+from schemas.errors import ErrorCode, RpcError
+
+INDEX_FILE = "index.jsonl"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Checkpoints:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder / "checkpoints"
+        self.blobs = self.folder / "blobs"
+        self.blobs.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.index = self.folder / INDEX_FILE
+
+    def entries(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.index)
+
+    def _store(self, data: bytes) -> str:
+        digest = sha256(data)
+        blob = self.blobs / digest
+        if not blob.exists():
+            temporary = blob.with_suffix(f".{os.getpid()}.tmp")
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, blob)
+        return digest
+
+    def record(self, path: str, previous: bytes | None, new: bytes) -> int:
+        """Save ``previous`` (``None``: the file did not exist) before ``path`` becomes ``new``; the checkpoint id."""
+        number = len(self.entries()) + 1
+        append_jsonl(
+            self.index,
+            {
+                "checkpoint": number,
+                "time": round(time.time(), 3),
+                "path": path,
+                "previous": self._store(previous) if previous is not None else None,
+                "new": sha256(new),
+            },
+        )
+        return number
+
+    def cancel(self, checkpoint: int) -> None:
+        """Mark a checkpoint whose write did not happen."""
+        append_jsonl(self.index, {"undo_of": checkpoint, "time": round(time.time(), 3), "cancelled": True})
+
+    def undo(self, sandbox: Sandbox, checkpoint: int | None = None, *, max_bytes: int) -> dict[str, Any]:
+        """Undo checkpoint ``checkpoint`` (the last one not undone when ``None``)."""
+        entries = self.entries()
+        undone = {e["undo_of"] for e in entries if "undo_of" in e}
+        changes = [e for e in entries if "checkpoint" in e and e["checkpoint"] not in undone]
+        if checkpoint is not None:
+            changes = [e for e in changes if e["checkpoint"] == checkpoint]
+        if not changes:
+            which = f"checkpoint {checkpoint}" if checkpoint is not None else "any change"
+            raise RpcError(ErrorCode.NOT_FOUND, f"nothing to undo: no {which} left to undo")
+        change = changes[-1]
+        path = str(change["path"])
+        try:
+            current: bytes | None = sandbox.read_file(path, max_bytes=max_bytes)
+        except SandboxError as exc:
+            if exc.code != ErrorCode.NOT_FOUND:
+                raise
+            current = None
+        if current is None or sha256(current) != change["new"]:
+            raise RpcError(
+                ErrorCode.CONFLICT,
+                f"{path!r} changed since checkpoint {change['checkpoint']}; undo would overwrite those changes",
+            )
+        if change["previous"] is None:
+            sandbox.remove_file(path)
+            restored = "deleted"
+        else:
+            sandbox.write_file(path, (self.blobs / str(change["previous"])).read_bytes())
+            restored = "previous content"
+        append_jsonl(self.index, {"undo_of": change["checkpoint"], "time": round(time.time(), 3)})
+        return {"checkpoint": change["checkpoint"], "path": path, "restored": restored}
