@@ -8,18 +8,20 @@ original schema describes: ``{"status": "success", ...}`` or
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
-from hub.registry import AmbiguousName, CallTimeout, Registry, WorkspaceGone
+from hub.registry import AmbiguousName, CallTimeout, Registry, Workspace, WorkspaceGone
 from hub.settings import HubSettings
 from schemas.envelope import error_payload, success_payload
-from schemas.framing import load_json
-from schemas.jsonrpc import ErrorResponse, Malformed
+from schemas.framing import dump_json, load_json
+from schemas.jsonrpc import ErrorResponse, Malformed, Response
 from schemas.tools import TOOLS, ExecuteCommandParams, Params, tools_for_llm, validation_errors
 
 
@@ -36,6 +38,53 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise HTTPException(413, f"the body is over {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def answer_payload(answer: Response | ErrorResponse) -> dict[str, Any]:
+    """The client's answer in the typed-envelope payload form."""
+    if isinstance(answer, ErrorResponse):
+        return error_payload(answer.error)
+    return success_payload(answer.result)
+
+
+def _event(name: str, data: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {dump_json(data)}\n\n"
+
+
+async def _event_stream(
+    workspace: Workspace, method: str, params: dict[str, Any], timeout: float
+) -> AsyncIterator[str]:
+    """Server-sent events: ``output`` as a command prints, then one ``result`` (or ``error``).
+
+    When the caller goes away the stream is closed, the call is cancelled, and the
+    hub withdraws the request from the client (the command is killed).
+    """
+    events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+
+    def on_event(kind: str, data: dict[str, Any]) -> None:
+        events.put_nowait(("output", {"stream": data.get("stream"), "data": data.get("data")}))
+
+    async def run() -> None:
+        try:
+            answer = await workspace.call(method, params, timeout=timeout, on_event=on_event)
+            events.put_nowait(("result", answer_payload(answer)))
+        except CallTimeout as exc:
+            events.put_nowait(("error", {"status_code": 504, "detail": str(exc)}))
+        except WorkspaceGone as exc:
+            events.put_nowait(("error", {"status_code": 502, "detail": str(exc)}))
+
+    call = asyncio.create_task(run())
+    try:
+        while True:
+            name, data = await events.get()
+            yield _event(name, data)
+            if name != "output":
+                return
+    finally:
+        if not call.done():
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
 
 
 def call_timeout(settings: HubSettings, params: Params) -> float:
@@ -56,8 +105,8 @@ def build_router(registry: Registry, settings: HubSettings, require_token: Calla
     async def list_tools() -> list[dict[str, Any]]:
         return tools_for_llm()
 
-    @router.post("/workspaces/{workspace_id}/tools/{method}")
-    async def call_tool(workspace_id: str, method: str, request: Request) -> JSONResponse:
+    @router.post("/workspaces/{workspace_id}/tools/{method}", response_model=None)
+    async def call_tool(workspace_id: str, method: str, request: Request) -> JSONResponse | StreamingResponse:
         try:
             workspace = registry.find(workspace_id)
         except AmbiguousName as exc:
@@ -79,16 +128,20 @@ def build_router(registry: Registry, settings: HubSettings, require_token: Calla
             raise HTTPException(
                 422, [{**e, "loc": ["body", *e["loc"]]} for e in validation_errors(exc)]
             ) from None
-        try:
-            answer = await workspace.call(
-                method, params.model_dump(exclude_unset=True), timeout=call_timeout(settings, params)
+        wire_params = params.model_dump(exclude_unset=True)
+        timeout = call_timeout(settings, params)
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return StreamingResponse(
+                _event_stream(workspace, method, wire_params, timeout),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
             )
+        try:
+            answer = await workspace.call(method, wire_params, timeout=timeout)
         except CallTimeout as exc:
             raise HTTPException(504, str(exc)) from None
         except WorkspaceGone as exc:
             raise HTTPException(502, str(exc)) from None
-        if isinstance(answer, ErrorResponse):
-            return JSONResponse(error_payload(answer.error))
-        return JSONResponse(success_payload(answer.result))
+        return JSONResponse(answer_payload(answer))
 
     return router

@@ -11,6 +11,7 @@ no longer wait for (late, unknown) are logged and dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import secrets
@@ -20,12 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.framing import Framing, encode_frame
-from schemas.jsonrpc import ErrorResponse, Request, RequestId, Response
+from schemas.jsonrpc import ErrorResponse, Notification, Request, RequestId, Response
+from schemas.protocol import CANCEL_REQUEST
 
 log = logging.getLogger("aihub.hub")
 
 #: Sends one text frame; raises :class:`WorkspaceGone` when the socket is gone.
 Send = Callable[[str], Awaitable[None]]
+#: Receives (method, params) of each notification that names a call in flight.
+OnEvent = Callable[[str, dict[str, Any]], None]
+
 #: Pending calls are keyed by the id's JSON type and value: "1" does not answer 1.
 Key = tuple[str, str]
 
@@ -64,6 +69,8 @@ class Workspace:
     connected_at: float = field(default_factory=time.time)
     _pending: dict[Key, asyncio.Future[Response | ErrorResponse]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _listeners: dict[Key, OnEvent] = field(default_factory=dict)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
     _closed: BaseException | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -85,11 +92,16 @@ class Workspace:
         # The original schema's examples use string ids; JSON-RPC peers get integers.
         return str(n) if self.framing is Framing.ENVELOPE else n
 
-    async def call(self, method: str, params: dict[str, Any], timeout: float) -> Response | ErrorResponse:
+    async def call(
+        self, method: str, params: dict[str, Any], timeout: float, on_event: OnEvent | None = None
+    ) -> Response | ErrorResponse:
         """Send a request and wait for its answer; the timeout covers both.
 
-        Raises :class:`CallTimeout`, or :class:`WorkspaceGone` (``send`` raises
-        it too when the socket is gone).
+        ``on_event`` receives the request's notifications (``command_output_chunk``
+        params) while it runs. A call given up (timeout, or its caller cancelled)
+        is withdrawn with ``$/cancelRequest``, so the client stops the work.
+        Raises :class:`CallTimeout`, or :class:`WorkspaceGone` (``send`` raises it
+        too when the socket is gone).
         """
         if self._closed is not None:
             raise WorkspaceGone("the workspace's client is no longer connected")
@@ -97,6 +109,8 @@ class Workspace:
         key = _key(request_id)
         future: asyncio.Future[Response | ErrorResponse] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
+        if on_event is not None:
+            self._listeners[key] = on_event
         try:
             async with asyncio.timeout(timeout):
                 await self.send(
@@ -107,6 +121,30 @@ class Workspace:
             raise CallTimeout(f"{method}: no answer from the client within {timeout:g} s") from None
         finally:
             self._pending.pop(key, None)
+            self._listeners.pop(key, None)
+            answered = future.done() and not future.cancelled()  # a timeout cancels the future
+            if not answered and self._closed is None:
+                self._withdraw(request_id)
+
+    def _withdraw(self, request_id: RequestId) -> None:
+        notice = Notification(method=CANCEL_REQUEST, params={"id": request_id})
+        task = asyncio.get_running_loop().create_task(self._send_quietly(encode_frame(notice, self.framing)))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send_quietly(self, text: str) -> None:
+        with contextlib.suppress(WorkspaceGone):
+            await self.send(text)
+
+    def on_notification(self, notification: Notification) -> None:
+        """Hand a request's notification (its live output) to whoever listens for it."""
+        params = notification.params or {}
+        request_id = params.get("id")
+        if not isinstance(request_id, int | str) or isinstance(request_id, bool):
+            return
+        listener = self._listeners.get(_key(request_id))
+        if listener is not None:
+            listener(notification.method, params)
 
     def is_waiting(self, request_id: RequestId) -> bool:
         return _key(request_id) in self._pending

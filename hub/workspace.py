@@ -181,7 +181,7 @@ async def _pump(ws: WebSocket, workspace: Workspace, send: Send) -> None:
                 )
             )
         elif isinstance(message, Notification):
-            log.debug("workspace %s: notification %s", workspace.id, message.method)
+            workspace.on_notification(message)
         else:
             log.info("workspace %s: malformed frame: %s", workspace.id, message.message)
             if message.id is not None and workspace.is_waiting(message.id):

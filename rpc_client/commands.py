@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -25,8 +26,8 @@ from schemas.errors import ErrorCode, RpcError
 
 #: Commands run under bash (the grammar the policy judges), or /bin/sh where there is no bash.
 SHELL = shutil.which("bash") or "/bin/sh"
-#: Variables never passed on to a command: the client's own credentials.
-SECRET_ENV = ("AIHUB_TOKEN",)
+#: Variables never passed on to a command: the client's own (its token among them).
+CLIENT_ENV_PREFIX = "AIHUB_"
 #: How long to wait for the pipes to close once the process group is dead.
 DRAIN_GRACE_S = 2.0
 _CHUNK = 64 * 1024
@@ -76,8 +77,8 @@ class OutputBuffer:
 
 
 def command_env() -> dict[str, str]:
-    """The client's environment without its own secrets."""
-    return {key: value for key, value in os.environ.items() if key not in SECRET_ENV}
+    """The client's environment without its own variables (``AIHUB_*``: the token, the state folder)."""
+    return {key: value for key, value in os.environ.items() if not key.startswith(CLIENT_ENV_PREFIX)}
 
 
 def _kill_group(pid: int) -> None:
@@ -112,8 +113,16 @@ async def _wait_exit(process: subprocess.Popen[bytes]) -> int:
     return process.wait()
 
 
+#: Called with ("stdout" or "stderr", bytes) as output arrives, for live streaming.
+OnOutput = Callable[[str, bytes], None]
+
+
 async def _pump(
-    pipe: IO[bytes] | None, buffer: OutputBuffer, transports: list[asyncio.BaseTransport]
+    pipe: IO[bytes] | None,
+    buffer: OutputBuffer,
+    transports: list[asyncio.BaseTransport],
+    stream: str,
+    on_output: OnOutput | None,
 ) -> None:
     if pipe is None:
         return
@@ -123,6 +132,8 @@ async def _pump(
     transports.append(transport)
     while chunk := await reader.read(_CHUNK):
         buffer.feed(chunk)
+        if on_output is not None:
+            on_output(stream, chunk)
 
 
 async def run_command(
@@ -133,12 +144,15 @@ async def run_command(
     output_cap: int,
     confinement: Confinement | None = None,
     asked_timeout: float | None = None,
+    on_output: OnOutput | None = None,
+    cancelled: asyncio.Event | None = None,
 ) -> dict[str, Any]:
     """Run ``command`` through :data:`SHELL` in ``cwd``; the result fields of execute_command.
 
     A non-zero exit is a normal result. A timeout raises ``RpcError(TIMEOUT)``
-    whose data holds what the command printed so far; a command that cannot
-    start raises ``RpcError(CANNOT_START)``.
+    and ``cancelled`` being set raises ``RpcError(CANCELLED)``, both with what
+    the command printed so far in their data; a command that cannot start
+    raises ``RpcError(CANNOT_START)``. ``on_output`` sees the output live.
     """
     started = time.monotonic()
     try:
@@ -155,14 +169,25 @@ async def run_command(
         raise RpcError(ErrorCode.CANNOT_START, f"the command could not start: {exc.strerror}") from None
     out, err = OutputBuffer(output_cap), OutputBuffer(output_cap)
     transports: list[asyncio.BaseTransport] = []
-    pumps = asyncio.gather(_pump(process.stdout, out, transports), _pump(process.stderr, err, transports))
-    timed_out = False
+    pumps = asyncio.gather(
+        _pump(process.stdout, out, transports, "stdout", on_output),
+        _pump(process.stderr, err, transports, "stderr", on_output),
+    )
+    exited = asyncio.ensure_future(_wait_exit(process))
+    stop = asyncio.ensure_future(cancelled.wait()) if cancelled is not None else None
+    timed_out = was_cancelled = False
     try:
-        try:
-            await asyncio.wait_for(_wait_exit(process), timeout)
-        except TimeoutError:
-            timed_out = True
+        done, _ = await asyncio.wait(
+            {exited} | ({stop} if stop else set()), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        was_cancelled = exited not in done and stop is not None and stop in done
+        timed_out = not done
     finally:
+        for waiter in (exited, stop):
+            if waiter is not None and not waiter.done():
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
         # Normal exit, timeout or cancellation: nothing of the group survives.
         _kill_group(process.pid)
         try:
@@ -183,6 +208,11 @@ async def run_command(
     }
     if out.truncated or err.truncated:
         fields["truncated"] = True
+    if was_cancelled:
+        fields["exit_code"] = None
+        raise RpcError(
+            ErrorCode.CANCELLED, "the command was cancelled and killed with its process group", fields
+        )
     if timed_out:
         fields["exit_code"] = None
         raise RpcError(

@@ -28,6 +28,7 @@ from rpc_client.confine import Confinement
 from rpc_client.ignore import DEFAULT_PATTERNS, IgnoreRules
 from rpc_client.policy import CommandPolicy
 from rpc_client.sandbox import Sandbox
+from rpc_client.scope import CURRENT, OutputStreamer
 from rpc_client.terminal import printable
 from schemas.errors import ErrorCode, RpcError, error_name
 from schemas.framing import dump_json
@@ -193,14 +194,22 @@ async def execute_command(ctx: ClientContext, **params: Any) -> Any:
                 # Ignored paths are masked for the command too: `cat .env` reads nothing.
                 masked = await anyio.to_thread.run_sync(lambda: list(ctx.ignore.masked(ctx.sandbox.root)))
                 confinement = confinement.masking(masked)
-            return await commands.run_command(
-                p.command,
-                cwd=ctx.sandbox.root,
-                timeout=remaining,
-                output_cap=ctx.output_cap,
-                confinement=confinement,
-                asked_timeout=p.timeout,
-            )
+            scope = CURRENT.get()
+            streamer = OutputStreamer(scope) if scope is not None else None
+            try:
+                return await commands.run_command(
+                    p.command,
+                    cwd=ctx.sandbox.root,
+                    timeout=remaining,
+                    output_cap=ctx.output_cap,
+                    confinement=confinement,
+                    asked_timeout=p.timeout,
+                    on_output=streamer,
+                    cancelled=scope.cancelled if scope is not None else None,
+                )
+            finally:
+                if streamer is not None:
+                    await streamer.close()
         finally:
             ctx.command_slots.release()
 

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from rpc_client.dispatcher import METHODS, ClientContext, dispatch
 from rpc_client.errors import AuthRefused, ClientExit, HandshakeRefused, UsageError
+from rpc_client.scope import CURRENT, RequestScope
 from schemas.errors import ErrorCode
 from schemas.framing import Framing, decode_frame, dump_json
 from schemas.jsonrpc import (
@@ -32,7 +36,7 @@ from schemas.jsonrpc import (
     error_response,
     to_wire,
 )
-from schemas.protocol import HANDSHAKE_REFUSALS, HANDSHAKE_TIMEOUT_S
+from schemas.protocol import CANCEL_REQUEST, HANDSHAKE_REFUSALS, HANDSHAKE_TIMEOUT_S
 
 log = logging.getLogger("aihub.client")
 
@@ -118,9 +122,28 @@ def _error_frame(request_id: RequestId | None, code: int, message: str) -> str:
     return dump_json(to_wire(error_response(request_id, code, message)))
 
 
+def _forget(scopes: dict[tuple[str, str], RequestScope], key: tuple[str, str], _task: object) -> None:
+    scopes.pop(key, None)
+
+
+def _scope_key(request_id: object) -> tuple[str, str]:
+    return (type(request_id).__name__, str(request_id))
+
+
 async def serve(ws: ClientConnection, ctx: ClientContext) -> None:
-    """Serve the hub's requests until the connection closes."""
+    """Serve the hub's requests until the connection closes.
+
+    Each request runs in a task of its own, with a :class:`RequestScope` in its
+    context (its id, a way to send notifications, a cancel flag that
+    ``$/cancelRequest`` sets).
+    """
     tasks: set[asyncio.Task[None]] = set()
+    scopes: dict[tuple[str, str], RequestScope] = {}
+
+    async def notify(method: str, params: dict[str, Any]) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(dump_json(to_wire(Notification(method=method, params=params))))
+
     try:
         async for frame in ws:
             if isinstance(frame, bytes):
@@ -137,9 +160,19 @@ async def serve(ws: ClientConnection, ctx: ClientContext) -> None:
                         )
                     )
                     continue
-                task = asyncio.create_task(_answer(ws, ctx, frame, message.id))
+                scope = RequestScope(message.id, notify)
+                key = _scope_key(message.id)
+                context = contextvars.copy_context()
+                context.run(CURRENT.set, scope)
+                task = asyncio.create_task(_answer(ws, ctx, frame, message.id), context=context)
+                scopes[key] = scope
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+                task.add_done_callback(functools.partial(_forget, scopes, key))
+            elif isinstance(message, Notification) and message.method == CANCEL_REQUEST:
+                withdrawn = scopes.get(_scope_key((message.params or {}).get("id")))
+                if withdrawn is not None:
+                    withdrawn.cancelled.set()  # a running command stops and reports what it printed
             elif isinstance(message, Notification):
                 # Tools only run as requests: a call nobody answers would run unseen.
                 log.warning("ignoring a notification %r from the hub", message.method)

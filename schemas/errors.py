@@ -35,6 +35,8 @@ class ErrorCode(IntEnum):
     CANNOT_START = -32012
     BUSY = -32013
     CONFLICT = -32014
+    #: As LSP's RequestCancelled: the hub withdrew the request ($/cancelRequest).
+    CANCELLED = -32800
 
 
 #: Short, stable names for logs and docs (``ErrorCode.NOT_FOUND`` -> ``"not_found"``).

@@ -11,6 +11,10 @@ HANDSHAKE_TIMEOUT_S = 10.0
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_PROTOCOL_ERROR = 1002
 HANDSHAKE_REFUSALS = (CLOSE_POLICY_VIOLATION, CLOSE_PROTOCOL_ERROR)
+#: Notification withdrawing a request (as LSP does): ``{"id": <request id>}``.
+CANCEL_REQUEST = "$/cancelRequest"
+#: Notification with a running command's output: ``{"id", "stream": "stdout"|"stderr", "data"}``.
+OUTPUT_CHUNK = "command_output_chunk"
 #: The token file's name inside the state folder.
 TOKEN_FILE = "token"  # noqa: S105 - a file name, not a secret
 

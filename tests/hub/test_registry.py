@@ -10,7 +10,7 @@ import pytest
 
 from hub.registry import AmbiguousName, CallTimeout, Registry, Workspace, WorkspaceGone
 from schemas.framing import Framing
-from schemas.jsonrpc import ErrorObject, ErrorResponse, Response
+from schemas.jsonrpc import ErrorObject, ErrorResponse, Notification, Response
 
 pytestmark = pytest.mark.anyio
 
@@ -137,3 +137,31 @@ async def test_the_timeout_covers_a_send_that_never_completes() -> None:
     with pytest.raises(CallTimeout):
         await ws.call("list_files", {}, timeout=0.05)
     assert ws.in_flight == 0
+
+
+async def test_a_call_given_up_is_withdrawn_from_the_client() -> None:
+    sock = FakeSocket()
+    ws = workspace(sock)
+    with pytest.raises(CallTimeout):
+        await ws.call("execute_command", {"command": "sleep 9"}, timeout=0.05)
+    request = await sock.frames.get()
+    withdrawal = await asyncio.wait_for(sock.frames.get(), 5)
+    assert withdrawal == {"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": request["id"]}}
+
+
+async def test_notifications_reach_the_listener_of_their_call_only() -> None:
+    sock = FakeSocket()
+    ws = workspace(sock)
+    heard: list[dict[str, object]] = []
+    call = asyncio.create_task(
+        ws.call("execute_command", {"command": "ls"}, timeout=5, on_event=lambda m, p: heard.append(p))
+    )
+    request = await sock.frames.get()
+    chunk = {"id": request["id"], "stream": "stdout", "data": "a\n"}
+    ws.on_notification(Notification(method="command_output_chunk", params=chunk))
+    ws.on_notification(Notification(method="command_output_chunk", params={"id": 999, "data": "x"}))
+    ws.on_notification(Notification(method="command_output_chunk", params={"id": True}))
+    ws.on_answer(Response(id=request["id"], result={"stdout": "a\n", "stderr": "", "exit_code": 0}))
+    await call
+    assert heard == [chunk]
+    assert sock.frames.empty()  # answered: nothing withdrawn
