@@ -49,7 +49,7 @@ class AuditLog:
 def format_entry(entry: dict[str, Any]) -> str:
     """One line for ``aihub-client log``."""
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(entry.get("time", 0))))
-    extra = " ".join(f"{k}={entry[k]}" for k in ("checkpoint", "bytes", "exit_code") if k in entry)
+    extra = " ".join(f"{k}={entry[k]}" for k in ("checkpoint", "bytes_written", "exit_code") if k in entry)
     return (
         f"{when}  {entry.get('method', '?'):<15} {entry.get('status', '?'):<16} {entry.get('decision', ''):<9} "
         f"{entry.get('duration_ms', 0):>8} ms  {entry.get('summary', '')}" + (f"  [{extra}]" if extra else "")

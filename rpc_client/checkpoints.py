@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from rpc_client.sandbox import Sandbox, SandboxError
-from rpc_client.state import append_jsonl, read_jsonl
+from rpc_client.state import append_jsonl, private_dirs, read_jsonl
 from schemas.errors import ErrorCode, RpcError
 
 INDEX_FILE = "index.jsonl"
@@ -30,8 +31,9 @@ class Checkpoints:
     def __init__(self, folder: Path) -> None:
         self.folder = folder / "checkpoints"
         self.blobs = self.folder / "blobs"
-        self.blobs.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dirs(self.blobs)
         self.index = self.folder / INDEX_FILE
+        self._lock = threading.Lock()
 
     def entries(self) -> list[dict[str, Any]]:
         return read_jsonl(self.index)
@@ -51,7 +53,12 @@ class Checkpoints:
 
     def record(self, path: str, previous: bytes | None, new: bytes) -> int:
         """Save ``previous`` (``None``: the file did not exist) before ``path`` becomes ``new``; the checkpoint id."""
-        number = len(self.entries()) + 1
+        with self._lock:  # writes run in worker threads: numbers must stay unique
+            number = 1 + max((int(e["checkpoint"]) for e in self.entries() if "checkpoint" in e), default=0)
+            self._append_change(number, path, previous, new)
+        return number
+
+    def _append_change(self, number: int, path: str, previous: bytes | None, new: bytes) -> None:
         append_jsonl(
             self.index,
             {
@@ -62,7 +69,6 @@ class Checkpoints:
                 "new": sha256(new),
             },
         )
-        return number
 
     def cancel(self, checkpoint: int) -> None:
         """Mark a checkpoint whose write did not happen."""

@@ -160,15 +160,22 @@ def state_command(command: str, argv: list[str]) -> int:
         with sandbox:
             state = project_state_dir(sandbox.root)
             if command == "log":
-                for entry in AuditLog(state).tail(args.lines):
-                    print(printable(format_entry(entry)))
+                try:
+                    for entry in AuditLog(state).tail(args.lines):
+                        print(printable(format_entry(entry)))
+                    sys.stdout.flush()
+                except BrokenPipeError:  # `aihub-client log | head`
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 return 0
             checkpoints = Checkpoints(state)
             if args.list:
-                undone = {e["undo_of"] for e in checkpoints.entries() if "undo_of" in e}
+                ended = {e["undo_of"]: e for e in checkpoints.entries() if "undo_of" in e}
                 for e in checkpoints.entries():
                     if "checkpoint" in e:
-                        mark = " (undone)" if e["checkpoint"] in undone else ""
+                        end = ended.get(e["checkpoint"])
+                        mark = (
+                            "" if end is None else " (write failed)" if end.get("cancelled") else " (undone)"
+                        )
                         made = "created" if e["previous"] is None else "changed"
                         print(printable(f"{e['checkpoint']:>5}  {made:<8} {e['path']}{mark}"))
                 return 0

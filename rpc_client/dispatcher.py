@@ -79,6 +79,8 @@ def _summary(method: str, params: dict[str, Any]) -> str:
         names = [printable(str(f)) for f in params["files"][:3]]
         more = len(params["files"]) - len(names)
         return ", ".join(names) + (f" (+{more})" if more > 0 else "")
+    if method == "undo":
+        return f"checkpoint {params.get('checkpoint', 'last')}"
     value = params.get("command", params.get("path", ""))
     text = printable(str(value))
     return text if len(text) <= 80 else text[:77] + "..."
@@ -156,7 +158,8 @@ async def write_file(ctx: ClientContext, **params: Any) -> Any:
 async def undo(ctx: ClientContext, **params: Any) -> Any:
     async def work(record: CallRecord) -> dict[str, Any]:
         p = _validated(UndoParams, params)
-        ctx.policy.check_write("(undo)")
+        if ctx.policy.read_only:
+            raise RpcError(ErrorCode.DENIED, "the client is read-only: undo is refused")
         if ctx.checkpoints is None:
             raise RpcError(ErrorCode.NOT_FOUND, "this client keeps no checkpoints")
         checkpoints = ctx.checkpoints

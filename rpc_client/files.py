@@ -116,6 +116,7 @@ def list_files(
         )
 
     if rules is not None:
+        rules.check_read(params.path, _lexical(params.path))  # before the file system: no probing
         rules.check_read(params.path, sandbox.resolve(params.path))
     _, truncated = sandbox.list_dir(
         params.path, recursive=params.recursive, max_entries=params.max_entries, accept=accept, hide=hide

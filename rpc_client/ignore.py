@@ -112,7 +112,9 @@ class IgnoreRules:
         return any(self._spec.match_file("/".join(parts[:i]) + "/") for i in range(1, len(parts)))
 
     def check_read(self, shown: str, rel: str) -> None:
-        if self.hidden(rel) or self.hidden(lexical_path(shown)):
+        # As a file and as a folder: `.ssh` is refused whether it is one or the other.
+        candidates = (rel, lexical_path(shown))
+        if any(self.hidden(c) or self.hidden(c, is_dir=True) for c in candidates):
             raise RpcError(ErrorCode.DENIED, f"{shown!r} is hidden by the ignore rules ({self.source})")
 
     def check_write(self, shown: str, rel: str) -> None:

@@ -20,8 +20,19 @@ def project_state_dir(root: Path, home: Path | None = None) -> Path:
     """The state folder of the project at ``root`` (created, mode 0700)."""
     digest = hashlib.sha256(os.fsencode(root.resolve())).hexdigest()[:16]
     folder = (home or aihub_home()) / "projects" / f"{root.name[:40]}-{digest}"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dirs(folder)
     return folder
+
+
+def private_dirs(folder: Path) -> None:
+    """Create ``folder`` and its missing parents, each one mode 0700 (only the user may look in)."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    for path in reversed(missing):
+        path.mkdir(mode=0o700, exist_ok=True)
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:

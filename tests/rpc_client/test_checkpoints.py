@@ -157,3 +157,13 @@ def test_undo_and_log_work_from_the_command_line_after_a_restart(tmp_path: Path,
     again = run("undo")
     assert again.returncode == 1 and "nothing to undo" in again.stderr and "Traceback" not in again.stderr
     assert run("log").returncode == 0
+
+
+async def test_concurrent_writes_get_distinct_checkpoints(ctx: ClientContext) -> None:
+    import asyncio
+
+    answers = await asyncio.gather(
+        *(call(ctx, "write_file", {"path": f"f{i}.txt", "content": str(i)}) for i in range(20))
+    )
+    numbers = [a["result"]["checkpoint"] for a in answers]
+    assert sorted(numbers) == list(range(1, 21))

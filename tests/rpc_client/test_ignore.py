@@ -160,3 +160,12 @@ async def test_recursive_listings_respect_gitignore_files_unless_asked_not_to(ct
     everything = await paths(recursive=True, respect_gitignore=False)
     assert {"node_modules/pkg/index.js", "app.log", "web/dist/bundle.js", ".git/config"} <= everything
     assert "app.log" in await paths()  # a flat listing shows everything by default
+
+
+@pytest.mark.parametrize("path", [".ssh", ".aws", "nope/.ssh", ".env"])
+async def test_listing_a_hidden_folder_is_refused_whether_it_exists_or_not(
+    ctx: ClientContext, path: str
+) -> None:
+    (ctx.sandbox.root / ".ssh").mkdir()
+    error = (await call(ctx, "list_files", {"path": path}))["error"]
+    assert error["code"] == ErrorCode.DENIED and "ignore rules" in error["message"]
