@@ -243,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             ignore=ignore,
             audit=AuditLog(state),
             checkpoints=Checkpoints(state),
+            outputs=state / "outputs",
         )
         report(confinement_line)
         report(f"hidden from the AI: {ignore.source}")

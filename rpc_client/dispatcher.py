@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -21,11 +22,12 @@ from jsonrpcserver import Success, async_dispatch
 from jsonrpcserver.exceptions import JsonRpcError
 from pydantic import ValidationError
 
-from rpc_client import commands, files
+from rpc_client import commands, files, outputs
 from rpc_client.audit import AuditLog, CallRecord
 from rpc_client.checkpoints import Checkpoints
 from rpc_client.confine import Confinement
 from rpc_client.ignore import DEFAULT_PATTERNS, IgnoreRules
+from rpc_client.outputs import Spool
 from rpc_client.policy import CommandPolicy
 from rpc_client.sandbox import Sandbox
 from rpc_client.scope import CURRENT, OutputStreamer
@@ -37,6 +39,7 @@ from schemas.tools import (
     ListFilesParams,
     Params,
     ReadFilesParams,
+    ReadOutputParams,
     UndoParams,
     WriteFileParams,
     validation_errors,
@@ -58,6 +61,8 @@ class ClientContext:
     #: Where each request is recorded, and each write checkpointed (None: not kept).
     audit: AuditLog | None = None
     checkpoints: Checkpoints | None = None
+    #: Where cut command output is kept in full for read_output (None: not kept).
+    outputs: Path | None = None
     #: Paths hidden from the AI (secrets, .aihubignore) and never written (.git/).
     ignore: IgnoreRules = field(default_factory=lambda: IgnoreRules(list(DEFAULT_PATTERNS)))
     #: Commands running at once; more wait for a slot (within their own timeout).
@@ -199,18 +204,38 @@ async def execute_command(ctx: ClientContext, **params: Any) -> Any:
                 confinement = confinement.masking(masked)
             scope = CURRENT.get()
             streamer = OutputStreamer(scope) if scope is not None else None
+            spool = Spool(ctx.outputs) if ctx.outputs is not None else None
+
+            def on_output(stream: str, chunk: bytes) -> None:
+                if streamer is not None:
+                    streamer(stream, chunk)
+                if spool is not None:
+                    spool.write(stream, chunk)
+
+            kept = False
             try:
-                return await commands.run_command(
+                result = await commands.run_command(
                     p.command,
                     cwd=ctx.sandbox.root,
                     timeout=remaining,
                     output_cap=ctx.output_cap,
                     confinement=confinement,
                     asked_timeout=p.timeout,
-                    on_output=streamer,
+                    on_output=on_output,
                     cancelled=scope.cancelled if scope is not None else None,
                 )
+                if result.get("truncated") and spool is not None:
+                    result["output_id"] = spool.id
+                    kept = True
+                return result
+            except RpcError as exc:
+                if isinstance(exc.data, dict) and exc.data.get("truncated") and spool is not None:
+                    exc.data["output_id"] = spool.id
+                    kept = True
+                raise
             finally:
+                if spool is not None:
+                    spool.finish(keep=kept)
                 if streamer is not None:
                     await streamer.close()
         finally:
@@ -219,12 +244,24 @@ async def execute_command(ctx: ClientContext, **params: Any) -> Any:
     return await _serve(ctx, "execute_command", params, work)
 
 
+async def read_output(ctx: ClientContext, **params: Any) -> Any:
+    async def work(record: CallRecord) -> dict[str, Any]:
+        p = _validated(ReadOutputParams, params)
+        if ctx.outputs is None:
+            raise RpcError(ErrorCode.NOT_FOUND, "this client keeps no command output")
+        folder = ctx.outputs
+        return await _in_thread(outputs.read_output, folder, p.output_id, p.stream, p.offset, p.limit)
+
+    return await _serve(ctx, "read_output", params, work)
+
+
 METHODS: dict[str, Callable[..., Awaitable[Any]]] = {
     "list_files": list_files,
     "read_files": read_files,
     "write_file": write_file,
     "execute_command": execute_command,
     "undo": undo,
+    "read_output": read_output,
 }
 
 

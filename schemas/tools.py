@@ -141,6 +141,25 @@ class WriteFileResult(Result):
     checkpoint: int | None = None
 
 
+class ReadOutputParams(Params):
+    output_id: str = Field(
+        pattern="^[0-9a-f]{16}$", description="The output_id of a command whose output was cut."
+    )
+    stream: Literal["stdout", "stderr"] = "stdout"
+    offset: int = Field(
+        default=0, ge=0, description="Byte offset to start from (next_offset of the previous page)."
+    )
+    limit: int = Field(default=256 * 1024, ge=1, le=1024 * 1024, description="Bytes to read.")
+
+
+class ReadOutputResult(Result):
+    data: str
+    offset: int
+    next_offset: int
+    total_bytes: int
+    eof: bool
+
+
 # --- undo ------------------------------------------------------------------
 
 
@@ -242,6 +261,13 @@ TOOLS: dict[str, ToolSpec] = {
             "that leave the workspace, secrets and .git/ are refused.",
             WriteFileParams,
             WriteFileResult,
+        ),
+        ToolSpec(
+            "read_output",
+            "Read the full output of a command whose answer was cut in the middle (it then has output_id), "
+            "page by page: pass next_offset as the next offset until eof. Only the newest 20 are kept.",
+            ReadOutputParams,
+            ReadOutputResult,
         ),
         ToolSpec(
             "undo",

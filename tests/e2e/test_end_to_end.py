@@ -224,6 +224,7 @@ def test_rest_errors_unknown_workspace_unknown_tool_bad_params(hub: Hub, project
         "execute_command",
         "write_file",
         "undo",
+        "read_output",
     }
     assert all(t["function"]["parameters"]["type"] == "object" for t in tools)
 
