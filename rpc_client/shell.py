@@ -14,6 +14,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import tree_sitter_bash
@@ -59,8 +60,25 @@ class Script:
     assignments: list[tuple[str, str | None]] = field(default_factory=list)
 
 
+#: The text being parsed. The grammar is fed an ASCII copy (see :func:`parse`) in
+#: which each character is one byte, so a node's byte offsets index this text.
+_SOURCE: ContextVar[str] = ContextVar("shell_source", default="")
+
+
 def _text(node: Node) -> str:
-    return (node.text or b"").decode("utf-8", errors="surrogateescape")
+    return _SOURCE.get()[node.start_byte : node.end_byte]
+
+
+def _ascii_stand_in(text: str) -> str:
+    """``text`` with every non-ASCII character replaced by ``a``.
+
+    tree-sitter-bash's scanner crashes the whole process (SIGSEGV) on some
+    non-ASCII input (``'\\x93{\\U0010f4a2'``, found by fuzzing; in every
+    version tried), and a command is text from the AI. Every bash operator is
+    ASCII, and any other character is part of a word to bash, as ``a`` is, so
+    the structure is the same; word values are taken from the real text.
+    """
+    return text if text.isascii() else "".join(c if c < "\x80" else "a" for c in text)
 
 
 def _ansi_c(body: str) -> str:
@@ -163,14 +181,22 @@ def _feeds_stdin(command: Node) -> bool:
 
 def parse(text: str) -> Script:
     """Every simple command and redirection in ``text``, at any depth; syntax errors listed."""
-    tree = _PARSER.parse(text.encode("utf-8", errors="surrogateescape"))
+    tree = _PARSER.parse(_ascii_stand_in(text).encode("ascii"))
+    token = _SOURCE.set(text)
+    try:
+        return _collect(tree.root_node)
+    finally:
+        _SOURCE.reset(token)
+
+
+def _collect(root: Node) -> Script:
     commands: list[Command] = []
     redirects: list[Redirect] = []
     errors: list[str] = []
     assignments: list[tuple[str, str | None]] = []
-    if tree.root_node.has_error:
+    if root.has_error:
         errors.append("the shell text has a syntax error")
-    for node in _walk(tree.root_node):
+    for node in _walk(root):
         if node.type == "command":
             command = _command(node)
             command.stdin_fed = _feeds_stdin(node)

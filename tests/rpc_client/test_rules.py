@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,29 @@ def test_wrapping_a_dangerous_command_keeps_it_dangerous(core: str, wrappers: li
 @given(text=st.text(max_size=200))
 def test_any_text_gets_a_verdict_never_an_exception(text: str) -> None:
     assert classify(text).level in Level
+
+
+def test_text_that_crashed_the_bash_grammar_is_judged_in_a_live_process() -> None:
+    # tree-sitter-bash segfaulted on this (found by fuzzing); run it in a child so a
+    # regression fails this test instead of killing the test run.
+    crashed = "'\\x9a\\xc8\\x93{\\U0010f4a2'"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from rpc_client.rules import classify; print(classify({crashed}).level.name)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() in ("SAFE", "ORDINARY", "DANGEROUS")
+
+
+@pytest.mark.parametrize(
+    "command", ["rm -rf ünïcode", "echo é > README.md", "r'm' \"café\"", "echo 'ü' | sh"]
+)
+def test_non_ascii_text_does_not_hide_a_dangerous_command(command: str, tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("x")
+    assert classify(command, root_probe(tmp_path)).dangerous
