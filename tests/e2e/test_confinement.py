@@ -49,6 +49,11 @@ def test_a_confined_command_cannot_write_outside_the_root_but_can_inside(
     answer = run(hub, wid, f"echo escaped > {target}")
     assert answer["exit_code"] != 0 and "Read-only file system" in str(answer["stderr"])
     assert not target.exists()
+    python3 = shutil.which("python3")
+    if python3 and not python3.startswith("/tmp/"):  # the issue's own example, where python3 is visible
+        answer = run(hub, wid, f"python3 -c \"open('{outside / 'by-python'}', 'w')\"")
+        assert answer["exit_code"] != 0 and "Read-only file system" in str(answer["stderr"]), answer
+        assert not (outside / "by-python").exists()
     assert run(hub, wid, "echo inside > made.txt && cat made.txt")["stdout"] == "inside\n"
     assert (project / "made.txt").read_text() == "inside\n"
     assert "bubblewrap" in client.output()
