@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -23,6 +24,8 @@ from schemas.envelope import error_payload, success_payload
 from schemas.framing import dump_json, load_json
 from schemas.jsonrpc import ErrorResponse, Malformed, Response
 from schemas.tools import TOOLS, ExecuteCommandParams, Params, tools_for_llm, validation_errors
+
+log = logging.getLogger("aihub.hub")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -72,6 +75,11 @@ async def _event_stream(
             events.put_nowait(("error", {"status_code": 504, "detail": str(exc)}))
         except WorkspaceGone as exc:
             events.put_nowait(("error", {"status_code": 502, "detail": str(exc)}))
+        except Exception:  # the stream must end whatever happens
+            log.exception("%s: streaming call failed", method)
+            events.put_nowait(
+                ("error", {"status_code": 500, "detail": "the hub failed this call (see its log)"})
+            )
 
     call = asyncio.create_task(run())
     try:

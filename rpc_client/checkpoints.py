@@ -13,6 +13,7 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,17 @@ class Checkpoints:
         self._lock = threading.Lock()
 
     def entries(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.index)
+        """The index's well-formed entries (a damaged line is skipped, never fatal)."""
+        good = []
+        for entry in read_jsonl(self.index):
+            change = (
+                isinstance(entry.get("checkpoint"), int)
+                and isinstance(entry.get("path"), str)
+                and "new" in entry
+            )
+            if change or isinstance(entry.get("undo_of"), int):
+                good.append(entry)
+        return good
 
     def _store(self, data: bytes) -> str:
         digest = sha256(data)
@@ -74,7 +85,14 @@ class Checkpoints:
         """Mark a checkpoint whose write did not happen."""
         append_jsonl(self.index, {"undo_of": checkpoint, "time": round(time.time(), 3), "cancelled": True})
 
-    def undo(self, sandbox: Sandbox, checkpoint: int | None = None, *, max_bytes: int) -> dict[str, Any]:
+    def undo(
+        self,
+        sandbox: Sandbox,
+        checkpoint: int | None = None,
+        *,
+        max_bytes: int,
+        guard: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
         """Undo checkpoint ``checkpoint`` (the last one not undone when ``None``)."""
         entries = self.entries()
         undone = {e["undo_of"] for e in entries if "undo_of" in e}
@@ -97,11 +115,19 @@ class Checkpoints:
                 ErrorCode.CONFLICT,
                 f"{path!r} changed since checkpoint {change['checkpoint']}; undo would overwrite those changes",
             )
+        if guard is not None:
+            guard(sandbox.resolve(path))
         if change["previous"] is None:
             sandbox.remove_file(path)
             restored = "deleted"
         else:
-            sandbox.write_file(path, (self.blobs / str(change["previous"])).read_bytes())
+            try:
+                previous = (self.blobs / str(change["previous"])).read_bytes()
+            except OSError:
+                raise RpcError(
+                    ErrorCode.NOT_FOUND, f"the saved content of checkpoint {change['checkpoint']} is missing"
+                ) from None
+            sandbox.write_file(path, previous, guard=guard)
             restored = "previous content"
         append_jsonl(self.index, {"undo_of": change["checkpoint"], "time": round(time.time(), 3)})
         return {"checkpoint": change["checkpoint"], "path": path, "restored": restored}

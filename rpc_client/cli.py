@@ -183,6 +183,8 @@ def state_command(command: str, argv: list[str]) -> int:
                 done = checkpoints.undo(sandbox, args.checkpoint, max_bytes=FileLimits().max_checkpoint_bytes)
             except RpcError as exc:
                 raise ClientExit(exc.message) from None
+            except OSError as exc:
+                raise ClientExit(f"the checkpoints cannot be read: {exc.strerror}") from None
             report(f"undid checkpoint {done['checkpoint']}: {printable(done['path'])} ({done['restored']})")
             return 0
     except ClientExit as exc:
@@ -224,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             probe=root_probe(sandbox.root),
             protected=[str(aihub_home())],
             secret=ignore.hidden,
+            root=sandbox.root,
+            frozen=[ignore.rules_file],
         )
         try:
             confinement, confinement_line = choose(

@@ -39,10 +39,13 @@ class Confinement:
     hidden: tuple[Path, ...] = ()
     #: Paths inside the root masked for commands (ignored by the rules): (path, is_dir).
     masked: tuple[tuple[Path, bool], ...] = ()
+    #: Paths inside the root that commands may read but not change.
+    frozen: tuple[Path, ...] = ()
 
-    def masking(self, masked: Sequence[tuple[Path, bool]]) -> Confinement:
-        """The same confinement with ``masked`` paths hidden: an empty folder or an empty file."""
-        return dataclasses.replace(self, masked=tuple(masked))
+    def masking(self, masked: Sequence[tuple[Path, bool]], frozen: Sequence[Path] = ()) -> Confinement:
+        """The same confinement with ``masked`` paths hidden (an empty folder or an empty file)
+        and ``frozen`` ones read-only."""
+        return dataclasses.replace(self, masked=tuple(masked), frozen=tuple(frozen))
 
     def wrap(self, argv: Sequence[str]) -> list[str]:
         """The bubblewrap command line that runs ``argv`` confined to the root."""
@@ -54,6 +57,8 @@ class Confinement:
                 args += ["--tmpfs", str(folder)]
         # After /tmp's tmpfs, so a root under /tmp is bound on top of it, not hidden by it.
         args += ["--bind", root, root]
+        for path in self.frozen:  # the ignore rules, git's config and hooks: code that runs outside later
+            args += ["--ro-bind", str(path), str(path)]
         for path, is_dir in self.masked:  # after the root's bind, so they cover what it shows
             args += ["--tmpfs", str(path)] if is_dir else ["--ro-bind", "/dev/null", str(path)]
         args += ["--chdir", root, "--unshare-pid", "--die-with-parent"]

@@ -10,6 +10,7 @@ with a generic message (the details go to the local log, never to the peer).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +31,7 @@ from rpc_client.ignore import DEFAULT_PATTERNS, IgnoreRules
 from rpc_client.outputs import Spool
 from rpc_client.policy import CommandPolicy
 from rpc_client.sandbox import Sandbox
-from rpc_client.scope import CURRENT, OutputStreamer
+from rpc_client.scope import CURRENT, OutputStreamer, RequestScope
 from rpc_client.terminal import printable
 from schemas.errors import ErrorCode, RpcError, error_name
 from schemas.framing import dump_json
@@ -169,10 +170,36 @@ async def undo(ctx: ClientContext, **params: Any) -> Any:
             raise RpcError(ErrorCode.NOT_FOUND, "this client keeps no checkpoints")
         checkpoints = ctx.checkpoints
         return await _in_thread(
-            lambda: checkpoints.undo(ctx.sandbox, p.checkpoint, max_bytes=ctx.limits.max_checkpoint_bytes)
+            lambda: checkpoints.undo(
+                ctx.sandbox,
+                p.checkpoint,
+                max_bytes=ctx.limits.max_checkpoint_bytes,
+                guard=lambda rel: ctx.ignore.check_write(rel, rel),
+            )
         )
 
     return await _serve(ctx, "undo", params, work)
+
+
+T = TypeVar("T")
+
+
+async def _unless_withdrawn(scope: RequestScope | None, work: Awaitable[T]) -> T:
+    """``work``, unless the hub withdraws the request first (then CANCELLED, and the work is stopped)."""
+    task = asyncio.ensure_future(work)
+    if scope is None:
+        return await task
+    withdrawn = asyncio.ensure_future(scope.cancelled.wait())
+    try:
+        await asyncio.wait({task, withdrawn}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        withdrawn.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise RpcError(ErrorCode.CANCELLED, "the request was withdrawn before the command started")
+    return task.result()
 
 
 async def execute_command(ctx: ClientContext, **params: Any) -> Any:
@@ -181,10 +208,13 @@ async def execute_command(ctx: ClientContext, **params: Any) -> Any:
         # The timeout covers the user's approval, the wait for a slot and the run:
         # the hub gives up after it, so nothing may start later than that.
         deadline = time.monotonic() + p.timeout
-        record.decision = await ctx.policy.check_command(p.command, approval_timeout=p.timeout)
+        scope = CURRENT.get()
+        record.decision = await _unless_withdrawn(
+            scope, ctx.policy.check_command(p.command, approval_timeout=p.timeout)
+        )
         try:
             async with asyncio.timeout(deadline - time.monotonic()):
-                await ctx.command_slots.acquire()
+                await _unless_withdrawn(scope, ctx.command_slots.acquire())
         except TimeoutError:
             raise RpcError(
                 ErrorCode.TIMEOUT,
@@ -201,16 +231,23 @@ async def execute_command(ctx: ClientContext, **params: Any) -> Any:
             if confinement is not None:
                 # Ignored paths are masked for the command too: `cat .env` reads nothing.
                 masked = await anyio.to_thread.run_sync(lambda: list(ctx.ignore.masked(ctx.sandbox.root)))
-                confinement = confinement.masking(masked)
-            scope = CURRENT.get()
+                confinement = confinement.masking(masked, ctx.ignore.frozen(ctx.sandbox.root))
+            if scope is not None and scope.cancelled.is_set():
+                raise RpcError(ErrorCode.CANCELLED, "the request was withdrawn before the command started")
             streamer = OutputStreamer(scope) if scope is not None else None
             spool = Spool(ctx.outputs) if ctx.outputs is not None else None
 
             def on_output(stream: str, chunk: bytes) -> None:
+                nonlocal spool
                 if streamer is not None:
                     streamer(stream, chunk)
                 if spool is not None:
-                    spool.write(stream, chunk)
+                    try:
+                        spool.write(stream, chunk)
+                    except OSError as exc:  # a full disk costs the full copy, not the answer
+                        log.warning("cannot keep the command's full output: %s", exc.strerror)
+                        spool.finish(keep=False)
+                        spool = None
 
             kept = False
             try:

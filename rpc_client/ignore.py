@@ -62,6 +62,11 @@ _WALK_PRUNE = {
 _MAX_WALK = 200_000
 
 
+class TooManyFiles(RpcError):
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.DENIED, message)
+
+
 class IgnoreFileError(Exception):
     """The ignore file cannot be read."""
 
@@ -126,8 +131,18 @@ class IgnoreRules:
                 raise RpcError(ErrorCode.DENIED, f"{shown!r}: the AI may not write into .git/")
         self.check_read(shown, rel)
 
+    def frozen(self, root: Path) -> list[Path]:
+        """What commands may not change: the rules file, and git's config and hooks (they run code later, unconfined)."""
+        candidates = [root / self.rules_file, root / ".git" / "config", root / ".git" / "hooks"]
+        return [p for p in candidates if p.exists() and not p.is_symlink()]
+
     def masked(self, root: Path) -> Iterator[tuple[Path, bool]]:
-        """Ignored files and folders under ``root`` (path, is_dir), for masking under bubblewrap."""
+        """Ignored files and folders under ``root`` (path, is_dir), for masking under bubblewrap.
+
+        Raises :class:`TooManyFiles` past the walk budget: commands are refused rather
+        than run with secrets left unmasked. Links are skipped (a masked link would
+        break bubblewrap, and what one points to is judged where it lies).
+        """
         seen = 0
         for folder, dirs, files in os.walk(root):
             rel_folder = os.path.relpath(folder, root)
@@ -135,18 +150,24 @@ class IgnoreRules:
             keep = []
             for name in sorted(dirs):
                 rel = f"{rel_folder}/{name}" if rel_folder else name
+                if os.path.islink(os.path.join(folder, name)):
+                    continue
                 if self.hidden(rel, is_dir=True):
                     yield Path(folder, name), True
-                elif name not in _WALK_PRUNE and not os.path.islink(os.path.join(folder, name)):
+                elif name not in _WALK_PRUNE:
                     keep.append(name)
             dirs[:] = keep
             for name in files:
                 rel = f"{rel_folder}/{name}" if rel_folder else name
-                if self.hidden(rel):
+                if self.hidden(rel) and not os.path.islink(os.path.join(folder, name)):
                     yield Path(folder, name), False
             seen += len(files) + len(dirs)
             if seen > _MAX_WALK:
-                return
+                raise TooManyFiles(
+                    f"the project has more than {_MAX_WALK} files outside node_modules/.venv/.git: too many to "
+                    "check for secrets before a confined command; commands are refused (list bulky folders in "
+                    ".aihubignore, or start the client with --sandbox none)"
+                )
 
 
 def lexical_path(path: str) -> str:

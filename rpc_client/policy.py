@@ -14,6 +14,7 @@ import contextlib
 import enum
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol, TextIO
 
 from rpc_client.rules import Judge, Probe, Verdict
@@ -104,11 +105,13 @@ class CommandPolicy:
         probe: Probe | None = None,
         protected: Sequence[str] = (),
         secret: Callable[[str], bool] | None = None,
+        root: Path | None = None,
+        frozen: Sequence[str] = (),
     ) -> None:
         self.mode = mode
         self.read_only = read_only
         self._approver = approver
-        self._judge = Judge(probe, protected, secret)
+        self._judge = Judge(probe, protected, secret, root=root, frozen=frozen)
 
     def classify(self, command: str) -> Verdict:
         return self._judge.classify(command)

@@ -14,6 +14,8 @@ never makes a dangerous command less dangerous.
 from __future__ import annotations
 
 import enum
+import glob
+import itertools
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -130,7 +132,6 @@ SAFE_COMMANDS = frozenset(
         "cmp",
         "comm",
         "sort",
-        "uniq",
         "cut",
         "tr",
         "basename",
@@ -146,7 +147,6 @@ SAFE_COMMANDS = frozenset(
         "cksum",
         "seq",
         "column",
-        "xxd",
         "od",
         "hexdump",
         "strings",
@@ -169,7 +169,6 @@ SAFE_COMMANDS = frozenset(
         "ps",
         "pgrep",
         "env",
-        "sed",
         "find",
         "git",
     ]
@@ -304,12 +303,19 @@ class Judge:
         probe: Probe | None = None,
         protected: Sequence[str] = (),
         secret: Callable[[str], bool] | None = None,
+        *,
+        root: Path | None = None,
+        frozen: Sequence[str] = (),
     ) -> None:
         self.probe: Probe = probe or _conservative_probe
         #: Text that no command may mention: the state folder, where the token lives.
         self.protected = (*protected, ".aihub")
         #: Whether a word names a path the ignore rules hide (``.env``, ``id_rsa``...).
         self.secret = secret
+        #: Paths no command may touch (relative): the rules file, git's config and hooks.
+        self.frozen = (*frozen, ".aihubignore", ".git/config", ".git/hooks")
+        #: Where glob words are expanded, to judge what they would name.
+        self.root = root
 
     # --- entry point -----------------------------------------------------
 
@@ -327,10 +333,23 @@ class Judge:
         except Exception:  # the grammar must never be the way around the policy
             return [danger("cannot be analysed")]
         findings = [danger(f"cannot be analysed ({error})") for error in script.errors]
-        for command in script.commands:
-            findings += self._command(command.argv, depth, command.stdin_fed)
-            findings += self._protected(command.argv)
+        moves = any(c.argv and c.argv[0] in ("cd", "pushd", "popd") for c in script.commands)
+        probe = self.probe
+        if moves:
+            # After a cd, a relative name may be any file: judge it as an existing one.
+            self.probe = lambda path: "file" if probe(path) == "missing" else probe(path)
+        try:
+            for command in script.commands:
+                findings += self._command(command.argv, depth, command.stdin_fed)
+                findings += self._protected(command.argv)
+        finally:
+            self.probe = probe
         for redirect in script.redirects:
+            target = redirect.target
+            relative = target is None or not (target.startswith(("/", "&")) or target.isdigit())
+            if moves and redirect.op.startswith((">", "&>")) and relative:
+                findings.append(danger("writes to a file after changing folder: cannot tell which file"))
+                continue
             findings.append(self._redirect(redirect))
             findings += self._protected([redirect.target])
         for name, _value in script.assignments:
@@ -341,19 +360,38 @@ class Judge:
         for word in words:
             if word is None:
                 continue
-            if any(p in word for p in self.protected):
-                return [danger(f"touches the client's state folder (its token): {word!r}")]
-            candidate = "/".join(
-                p for p in word.split("=", 1)[-1].split("/") if p not in ("", ".")
-            )  # --env-file=./.env
-            if (
-                self.secret is not None
-                and candidate
-                and not candidate.startswith("-")
-                and self.secret(candidate)
-            ):
-                return [danger(f"touches {word!r}, which the ignore rules hide from the AI")]
+            for name in self._expand(word):
+                if found := self._protected_name(word, name):
+                    return [found]
         return []
+
+    def _expand(self, word: str) -> list[str]:
+        """The word, and what it names as a file pattern (``.en?`` -> ``.env``), as bash would expand it."""
+        value = word.split("=", 1)[-1]  # --env-file=./.env
+        if not _GLOB.search(value):
+            return [value]
+        pattern = os.path.expanduser(value)
+        try:
+            # As bash: a pattern matches dot files only when it starts with a dot itself.
+            found = list(itertools.islice(glob.iglob(pattern, root_dir=self.root), 1000))
+        except (OSError, ValueError, re.error):
+            found = []
+        return [value, *found]
+
+    def _protected_name(self, word: str, name: str) -> Finding | None:
+        if any(p in name for p in self.protected):
+            return danger(f"touches the client's state folder (its token): {word!r}")
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        wrapped = "/" + "/".join(parts) + "/"
+        for frozen in self.frozen:
+            if f"/{frozen}/" in wrapped:
+                return danger(
+                    f"touches {word!r}: {frozen} may not be changed by commands (it runs code later)"
+                )
+        candidate = "/".join(parts)
+        if self.secret is not None and candidate and not candidate.startswith("-") and self.secret(candidate):
+            return danger(f"touches {word!r}, which the ignore rules hide from the AI")
+        return None
 
     # --- pieces ----------------------------------------------------------
 
@@ -408,6 +446,8 @@ class Judge:
             return [danger(f"{base}: {DELETERS[base]}")]
         if base in SYSTEM:
             return [danger(f"{base}: {SYSTEM[base]}")]
+        if base in SCRIPTED:
+            return [danger(f"{base}: {SCRIPTED[base]}")]
         rule = _RULES.get(base)
         if rule is not None:
             return rule(self, base, args, depth, stdin_fed)
@@ -452,7 +492,7 @@ class Judge:
                 return [danger(f"{base} -c without a command")]
             return self._text(rest[0], depth, f"{base} -c of")
         if rest:
-            return [ORDINARY]  # a script file of the project
+            return [_script_file(base, rest[0])]
         if stdin_fed:
             return [danger(f"pipes a script into {base}")]
         return [ORDINARY]
@@ -484,7 +524,7 @@ class Judge:
             ):
                 return [ORDINARY]
             if not arg.startswith("-"):
-                return [ORDINARY]  # a script file
+                return [_script_file(lang, arg)]
         return [danger(f"pipes a script into {lang}")] if stdin_fed else [ORDINARY]
 
 
@@ -534,9 +574,20 @@ def _env(judge: Judge, base: str, args: list[str | None], depth: int, stdin_fed:
             return judge._text(args[i + 1] if i + 1 < len(args) else "", depth, "env -S of")
         if arg.startswith("--split-string="):
             return judge._text(arg.split("=", 1)[1], depth, "env -S of")
+        if arg.startswith("-") and not arg.startswith("--") and "S" in arg:
+            return judge._text(
+                arg[arg.index("S") + 1 :] or (args[i + 1] if i + 1 < len(args) else ""), depth, "env -S of"
+            )
         if arg in ("-u", "--unset", "-C", "--chdir"):
             i += 2
-        elif arg.startswith("-") or ("=" in arg and not arg.startswith("=")):
+        elif "=" in arg and not arg.startswith(("=", "-")):
+            name = arg.split("=", 1)[0]
+            if name.startswith("BASH_FUNC_") or _RISKY_VARIABLES.match(name):
+                return [danger(f"env sets {name}, which can make programs run other code")]
+            found = _assignment(name)
+            i += 1
+            return [found, *_env(judge, base, args[i:], depth, stdin_fed)]
+        elif arg.startswith("-"):
             i += 1
         else:
             break
@@ -566,7 +617,7 @@ def _su(judge: Judge, base: str, args: list[str | None], depth: int, stdin_fed: 
 
 
 def _xargs(judge: Judge, base: str, args: list[str | None], depth: int, stdin_fed: bool) -> list[Finding]:
-    valued = {"-I", "-n", "-P", "-L", "-d", "-E", "-s", "-a", "-i", "-l", "-e"}
+    valued = {"-I", "-n", "-P", "-L", "-d", "-E", "-s", "-a"}  # -i, -l, -e take only an attached value
     i = 0
     while i < len(args):
         arg = args[i]
@@ -592,7 +643,10 @@ def _find(judge: Judge, base: str, args: list[str | None], depth: int, stdin_fed
             end = i + 1
             while end < len(args) and args[end] not in (";", "+"):
                 end += 1
-            found += judge._inner(args[i + 1 : end], depth)
+            # {} stands for each file found: for judging, a name only known at run time.
+            found += judge._inner(
+                [None if a is not None and "{}" in a else a for a in args[i + 1 : end]], depth
+            )
             i = end
         elif arg in ("-fprint", "-fprint0", "-fls", "-fprintf"):
             found.append(
@@ -621,6 +675,16 @@ def _copy(judge: Judge, base: str, args: list[str | None], depth: int, stdin_fed
     if explicit or len(positional) >= 2:
         dest = explicit[0] if explicit else positional[-1]
         sources = positional if explicit else positional[:-1]
+        recursive = any(
+            a is not None
+            and (
+                a in ("--recursive", "-T", "--no-target-directory")
+                or (a.startswith("-") and not a.startswith("--") and set(a[1:]) & set("rRaT"))
+            )
+            for a in args
+        )
+        if dest is not None and judge.probe(dest) == "dir" and recursive:
+            return [danger(f"{base} -r into the existing folder {dest!r} may overwrite files in it")]
         if dest is not None and judge.probe(dest) == "dir":
             names = [f"{dest.rstrip('/')}/{s.rstrip('/').rsplit('/', 1)[-1]}" if s else None for s in sources]
             return _targets_overwritten(judge, base, names)
@@ -636,19 +700,138 @@ def _tee(judge: Judge, base: str, args: list[str | None], depth: int, stdin_fed:
 
 def _sort(judge: Judge, base: str, args: list[str | None], depth: int, stdin_fed: bool) -> list[Finding]:
     for i, arg in enumerate(args):
-        if arg == "-o":
-            return [judge._overwrite(args[i + 1] if i + 1 < len(args) else None, "sort -o writes to")]
-        if arg is not None and arg.startswith("--output="):
-            return [judge._overwrite(arg.split("=", 1)[1], "sort -o writes to")]
+        following = args[i + 1] if i + 1 < len(args) else None
+        if arg is None:
+            continue
+        if arg.startswith("--o"):  # --output, --out, --o (getopt takes any unique prefix)
+            target = arg.split("=", 1)[1] if "=" in arg else following
+            return [judge._overwrite(target, "sort -o writes to")]
+        if arg.startswith("-") and not arg.startswith("--") and "o" in arg[1:]:
+            attached = arg[arg.index("o") + 1 :]
+            return [judge._overwrite(attached or following, "sort -o writes to")]
     return [SAFE]
 
 
+#: sed scripts that run commands (e, s///e) or write files (w, W, s///w).
+_SED_RISKY = re.compile(r"(^|[;{}\n]|[0-9$/])\s*[eEwW](\s|$)|s(.).*\3.*\3[a-zA-Z0-9]*[ew]")
+
+
 def _sed(judge: Judge, base: str, args: list[str | None], depth: int, stdin_fed: bool) -> list[Finding]:
-    in_place = any(
-        a and (a.startswith("--in-place") or (a.startswith("-") and not a.startswith("--") and "i" in a))
+    if any(
+        a is None or (a.startswith("-") and "f" in a.lstrip("-")[:1]) or a.startswith("--file") for a in args
+    ):
+        return [danger("sed runs a script from a file or built at run time")]
+    if any(a is not None and not a.startswith("-") and _SED_RISKY.search(a) for a in args):
+        return [danger("sed script runs commands or writes files (e, w)")]
+    return [ORDINARY]  # sed -i edits files in place, as an editor would
+
+
+#: awk programs that write files, run commands or read them as commands.
+_AWK_RISKY = re.compile(r"system\s*\(|[>|]|getline|close\s*\(|fflush")
+
+
+def _awk(judge: Judge, base: str, args: list[str | None], depth: int, stdin_fed: bool) -> list[Finding]:
+    program = next((a for a in args if a is None or not a.startswith("-")), "")
+    if any(a is not None and a.startswith("-f") for a in args) or program is None:
+        return [danger(f"{base} runs a program from a file or built at run time")]
+    if _AWK_RISKY.search(program):
+        return [danger(f"{base} program writes files or runs commands")]
+    return [ORDINARY]
+
+
+#: Programs that run commands or edit files from a script of their own.
+SCRIPTED = {
+    "ed": "edits files from a script",
+    "ex": "edits files from a script",
+    "vim": "runs editor commands",
+    "vi": "runs editor commands",
+    "nvim": "runs editor commands",
+    "emacs": "runs editor commands",
+    "gdb": "runs debugger commands (shell among them)",
+    "sqlite3": "runs dot-commands (.shell among them)",
+    "tclsh": "runs Tcl code",
+    "wish": "runs Tcl code",
+    "expect": "runs Tcl code",
+    "alias": "redefines commands",
+    "unalias": "redefines commands",
+    "hash": "redefines where commands are found",
+    "trap": "runs code on a signal or at exit",
+    "enable": "redefines builtins",
+    "shopt": "changes how bash reads commands",
+    "unzip": "extracts over existing files",
+    "fallocate": "may punch holes in files",
+    "crontab": "changes scheduled jobs",
+    "systemctl": "changes services",
+}
+
+
+def _script_file(runner: str, path: str | None) -> Finding:
+    """A script file run by a shell or interpreter: ordinary, unless fed at run time."""
+    if path is None or path == "-" or path.startswith(("/dev/", "/proc/")):
+        return danger(f"{runner} runs a script fed at run time ({path or 'a process substitution'})")
+    return ORDINARY
+
+
+def _arithmetic(base: str, args: Args) -> Finding:
+    # bash evaluates array subscripts in arithmetic: 'a[$(cmd)]' runs cmd.
+    if any(a is None or "$(" in a or "`" in a for a in args):
+        return danger(f"{base}: arithmetic that can run commands")
+    return ORDINARY
+
+
+def _second_operand_is_output(
+    judge: Judge, base: str, args: list[str | None], depth: int, stdin_fed: bool
+) -> list[Finding]:
+    operands = [a for a in args if a is None or not a.startswith("-") or a == "-"]
+    if len(operands) >= 2:
+        return [judge._overwrite(operands[1], f"{base} writes its output to")]
+    return [SAFE]
+
+
+def _tar(judge: Judge, base: str, args: list[str | None], depth: int, stdin_fed: bool) -> list[Finding]:
+    first = args[0] if args else ""
+    bundled = first is not None and not first.startswith("--") and first.lstrip("-")
+    extracting = (bundled and "x" in bundled) or any(
+        a is not None
+        and (a in ("--extract", "--get") or (a.startswith("-") and not a.startswith("--") and "x" in a))
         for a in args
     )
-    return [ORDINARY if in_place else SAFE]
+    if extracting:
+        return [danger("tar -x: extracts over existing files")]
+    if any(a is None or a in ("--remove-files", "--delete") for a in args):
+        return [danger("tar: removes files")]
+    return [ORDINARY]
+
+
+def _compressor(
+    judge: Judge, base: str, args: list[str | None], depth: int, stdin_fed: bool
+) -> list[Finding]:
+    keeps = any(
+        a is not None
+        and (
+            a in ("--stdout", "--to-stdout", "--keep", "--list", "--test")
+            or (a.startswith("-") and not a.startswith("--") and set(a[1:]) & set("cklt"))
+        )
+        for a in args
+    )
+    return [ORDINARY] if keeps else [danger(f"{base}: replaces files with (de)compressed ones")]
+
+
+def _make(judge: Judge, base: str, args: list[str | None], depth: int, stdin_fed: bool) -> list[Finding]:
+    for i, arg in enumerate(args):
+        if arg is None or arg.startswith(("--eval", "-E")):
+            return [danger(f"{base}: evaluates makefile text given on the command line")]
+        if arg in ("-f", "--file", "--makefile") or arg.startswith(("-f", "--file=", "--makefile=")):
+            value = (
+                arg.split("=", 1)[1]
+                if "=" in arg
+                else (arg[2:] if len(arg) > 2 and not arg.startswith("--") else None)
+            )
+            path = value if value else (args[i + 1] if i + 1 < len(args) else None)
+            found = _script_file(base, path)
+            if found.level is Level.DANGEROUS:
+                return [found]
+    return [ORDINARY]
 
 
 def _dd(judge: Judge, base: str, args: list[str | None], depth: int, stdin_fed: bool) -> list[Finding]:
@@ -685,9 +868,9 @@ _RISKY_GIT_KEY = re.compile(
 )
 _GIT_VALUED = {"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--exec-path", "--config-env"}
 _GIT_SAFE = {
-    "status", "diff", "log", "show", "blame", "rev-parse", "ls-files", "ls-tree", "grep", "describe", "shortlog",
+    "status", "diff", "log", "show", "blame", "rev-parse", "ls-files", "ls-tree",  "describe", "shortlog",
     "cat-file", "rev-list", "merge-base", "name-rev", "help", "version", "whatchanged", "reflog", "remote", "tag",
-    "branch", "config", "stash", "worktree", "diff-tree", "diff-files", "diff-index", "for-each-ref", "show-ref",
+    "branch", "config",  "worktree", "diff-tree", "diff-files", "diff-index", "for-each-ref", "show-ref",
 }  # fmt: skip
 
 
@@ -715,13 +898,27 @@ def _git(judge: Judge, base: str, args: list[str | None], depth: int, stdin_fed:
         return [SAFE] if dry else [danger("git clean: deletes untracked files")]
     if sub == "reset" and _has(rest, "--hard", "--merge", "--keep"):
         return [danger("git reset --hard: discards uncommitted changes")]
+    if any(a is not None and a.startswith(("--output", "-O", "--open-files-in-pager")) for a in rest):
+        return [danger(f"git {sub}: --output/-O writes a file or runs a program")]
+    changes_dir = any(a is not None and a.startswith(("-C", "--work-tree", "--git-dir")) for a in args[:i])
     if sub in ("checkout", "switch") and (
-        _has(rest, "--", ".", "-f", "--force", "--discard-changes") or "-" in rest[:0]
+        _has(rest, "--", ".", "./", "-f", "--force", "--discard-changes", "-p", "--patch")
+        or changes_dir
+        or any(
+            a is None or (not a.startswith("-") and judge.probe(a) in ("file", "dir", "outside"))
+            for a in rest
+        )
     ):
-        return [danger(f"git {sub}: discards uncommitted changes")]
+        return [danger(f"git {sub}: discards uncommitted changes to files")]
+    if sub in ("checkout-index", "read-tree") and (
+        _has(rest, "-f", "--force", "-u", "--reset") or changes_dir
+    ):
+        return [danger(f"git {sub}: overwrites files in the working tree")]
+    if sub == "mv" and _has(rest, "-f", "--force"):
+        return [danger("git mv -f: overwrites files")]
     if sub == "restore" and not (_has(rest, "--staged", "-S") and not _has(rest, "--worktree", "-W")):
         return [danger("git restore: discards uncommitted changes")]
-    if sub == "stash" and rest and rest[0] in ("drop", "clear"):
+    if sub == "stash" and rest and rest[0] in ("drop", "clear", "-u", "--include-untracked", "-a", "--all"):
         return [danger("git stash drop/clear: deletes stashed changes")]
     if sub == "branch" and _has(rest, "-D", "-d", "--delete", "-M", "-f", "--force", "-C"):
         return [danger("git branch -D: deletes or overwrites a branch")]
@@ -766,7 +963,11 @@ _RULES: dict[str, Rule] = {
     "setsid": _wrapper(set()),
     "taskset": _wrapper(set(), positional_before=1),
     "chrt": _wrapper(set(), positional_before=1),
-    "flock": _wrapper({"-w", "-E", "--timeout", "--conflict-exit-code"}, positional_before=1),
+    "flock": lambda j, b, a, d, s: (
+        j._text(a[a.index("-c") + 1] if a.index("-c") + 1 < len(a) else "", d, "flock -c of")
+        if "-c" in a
+        else _wrapper({"-w", "-E", "--timeout", "--conflict-exit-code"}, positional_before=1)(j, b, a, d, s)
+    ),
     "strace": _wrapper({"-o", "-e", "-p", "-s", "-u", "-E", "-a", "-I", "-X", "-O", "-S", "-b", "-P"}),
     "ltrace": _wrapper({"-o", "-e", "-p", "-s", "-u", "-n", "-a"}),
     "busybox": _wrapper(set()),
@@ -788,8 +989,41 @@ _RULES: dict[str, Rule] = {
     "sed": _sed,
     "dd": _dd,
     "chmod": _chmod,
+    "awk": _awk,
+    "gawk": _awk,
+    "mawk": _awk,
+    "nawk": _awk,
     "kill": _kill,
     "cd": _cd,
+    "source": lambda j, b, a, d, s: [_script_file(b, a[0] if a else None)],
+    ".": lambda j, b, a, d, s: [_script_file(b, a[0] if a else None)],
+    "let": lambda j, b, a, d, s: [_arithmetic(b, a)],
+    "make": _make,
+    "uniq": _second_operand_is_output,
+    "xxd": _second_operand_is_output,
+    "tar": _tar,
+    "zip": lambda j, b, a, d, s: (
+        [danger("zip -m: moves files into the archive")]
+        if any(
+            (x and x.startswith("-") and not x.startswith("--") and "m" in x) or x in ("--move",) for x in a
+        )
+        else [ORDINARY]
+    ),
+    "gzip": _compressor,
+    "gunzip": _compressor,
+    "bzip2": _compressor,
+    "xz": _compressor,
+    "zstd": _compressor,
+    "cmake": lambda j, b, a, d, s: (
+        [danger("cmake -E: runs file commands (rm among them)")] if "-E" in a else [ORDINARY]
+    ),
+    "gmake": _make,
+    "unshare": _wrapper({"--map-user", "--map-group", "--setuid", "--setgid", "-S", "-G", "-R", "-w"}),
+    "setpriv": _wrapper({"--reuid", "--regid", "--groups", "--inh-caps", "--bounding-set", "--securebits"}),
+    "prlimit": _wrapper({"-p", "--pid"}),
+    "coproc": _wrapper(set()),
+    "bwrap": lambda j, b, a, d, s: [danger("bwrap: runs a command in a sandbox of its own choosing")],
+    "script": lambda j, b, a, d, s: [danger("script: runs a command given as text")],
     "pushd": _cd,
     "git": _git,
 }

@@ -135,12 +135,31 @@ def _redirect(node: Node) -> Redirect | None:
     return Redirect(op=op, target=target, fd=_text(fd_node) if fd_node is not None else None)
 
 
-def _walk(node: Node) -> Iterator[Node]:
-    stack = [node]
+#: Deepest nesting judged; deeper text "cannot be analysed" (and tree-sitter's own
+#: Node.parent walks, which crashed the process on 10,000 nested $(...), are never used).
+MAX_NESTING = 256
+
+
+class _Unanalysable(Exception):
+    pass
+
+
+class _TooDeep(_Unanalysable):
+    def __init__(self) -> None:
+        super().__init__(f"the shell text nests more than {MAX_NESTING} levels deep")
+
+
+def _walk(node: Node, parents: dict[int, Node]) -> Iterator[Node]:
+    """Every node, depth first, recording each one's parent by node id."""
+    stack = [(node, 0)]
     while stack:
-        current = stack.pop()
+        current, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise _TooDeep
         yield current
-        stack.extend(reversed(current.children))
+        for child in reversed(current.children):
+            parents[child.id] = current
+            stack.append((child, depth + 1))
 
 
 def _command(node: Node) -> Command:
@@ -152,13 +171,14 @@ def _command(node: Node) -> Command:
     return Command(argv=argv, node=node)
 
 
-def _feeds_stdin(command: Node) -> bool:
-    parent = command.parent
+def _feeds_stdin(command: Node, parents: dict[int, Node]) -> bool:
+    parent = parents.get(command.id)
     if parent is not None and parent.type == "pipeline":
         siblings = [c for c in parent.children if c.is_named]
         if siblings and siblings[0] != command:
             return True
-        if parent.parent is not None and parent.parent.type == "heredoc_redirect":
+        above = parents.get(parent.id)
+        if above is not None and above.type == "heredoc_redirect":
             return True  # `cat <<EOF | sh`: the grammar hangs the pipeline under the heredoc
     holders = [command] + ([parent] if parent is not None and parent.type == "redirected_statement" else [])
     for holder in holders:
@@ -167,7 +187,7 @@ def _feeds_stdin(command: Node) -> bool:
                 return True
             if child.type == "file_redirect" and any(c.type == "<" for c in child.children):
                 return True
-    grand = parent.parent if parent is not None else None
+    grand = parents.get(parent.id) if parent is not None else None
     if (
         parent is not None
         and parent.type == "redirected_statement"
@@ -181,6 +201,9 @@ def _feeds_stdin(command: Node) -> bool:
 
 def parse(text: str) -> Script:
     """Every simple command and redirection in ``text``, at any depth; syntax errors listed."""
+    # bash joins `\<newline>` continuations before it reads words (`r\<newline>m` is `rm`);
+    # the grammar reads them as blanks, so join them first.
+    text = text.replace("\\\n", "")
     tree = _PARSER.parse(_ascii_stand_in(text).encode("ascii"))
     token = _SOURCE.set(text)
     try:
@@ -196,10 +219,30 @@ def _collect(root: Node) -> Script:
     assignments: list[tuple[str, str | None]] = []
     if root.has_error:
         errors.append("the shell text has a syntax error")
-    for node in _walk(root):
+    parents: dict[int, Node] = {}
+    try:
+        _visit(root, parents, commands, redirects, assignments)
+    except _Unanalysable as exc:
+        errors.append(str(exc))
+    return Script(commands=commands, redirects=redirects, errors=errors, assignments=assignments)
+
+
+def _visit(
+    root: Node,
+    parents: dict[int, Node],
+    commands: list[Command],
+    redirects: list[Redirect],
+    assignments: list[tuple[str, str | None]],
+) -> None:
+    for node in _walk(root, parents):
+        if node.type in ("test_command", "arithmetic_expansion"):
+            text = _text(node)
+            if "$(" in text or "`" in text:
+                # bash evaluates array subscripts in arithmetic, even from quoted text: 'a[$(cmd)]' runs cmd.
+                raise _Unanalysable("a test or arithmetic expression that can run commands")
         if node.type == "command":
             command = _command(node)
-            command.stdin_fed = _feeds_stdin(node)
+            command.stdin_fed = _feeds_stdin(node, parents)
             commands.append(command)
         elif node.type == "file_redirect" and (r := _redirect(node)):
             redirects.append(r)
@@ -207,4 +250,3 @@ def _collect(root: Node) -> Script:
             name = node.child_by_field_name("name")
             value = node.child_by_field_name("value")
             assignments.append((_text(name) if name else "", word_value(value) if value is not None else ""))
-    return Script(commands=commands, redirects=redirects, errors=errors, assignments=assignments)

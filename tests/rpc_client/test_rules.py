@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rpc_client.commands import SHELL
-from rpc_client.rules import Level, classify, root_probe
+from rpc_client.rules import Judge, Level, classify, root_probe
 from tests.canaries import fingerprint, make_canaries
 from tests.dangerous_spellings import PRIVILEGED, SPELLINGS
 
@@ -211,3 +211,77 @@ def test_text_that_crashed_the_bash_grammar_is_judged_in_a_live_process() -> Non
 def test_non_ascii_text_does_not_hide_a_dangerous_command(command: str, tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("x")
     assert classify(command, root_probe(tmp_path)).dangerous
+
+
+# Found by a review: each of these destroys or plants something, and was judged safe or ordinary.
+REVIEW_FINDINGS = [
+    "env -S'rm -rf src'",
+    "env -iS'rm -rf src'",
+    "env 'BASH_FUNC_ls%%=() { rm -rf src; }' bash -c ls",
+    "env BASH_ENV=/dev/stdin bash -c true <<<'rm -rf src'",
+    "env GIT_EXTERNAL_DIFF='rm -rf src #' git diff",
+    "echo src | xargs -l rm -rf",
+    "xargs -e rm -rf",
+    "sed -n '1e rm -rf src' f",
+    "sed -n 'w src/main.py' /dev/null",
+    "uniq /dev/null f",
+    "xxd /dev/null f",
+    "sort --output f x",
+    "sort -of x",
+    "git diff --output=f",
+    "git grep -O'rm -rf' -e print",
+    "[[ 'a[$(rm -rf src)]' -eq 0 ]]",
+    'awk \'BEGIN{print "!*" >> (".aihu" "bignore")}\'',
+    "printf '[core]\\n\\tfsmonitor = x\\n' >> .git/config",
+    "cp x .git/hooks/pre-commit",
+    "cat .en?",
+    "r\\\nm -rf src",
+    "bash /dev/stdin <<EOF\nrm -rf src\nEOF",
+    "source /dev/stdin <<EOF\nrm -rf src\nEOF",
+    ". <(echo rm -rf src)",
+    "printf 'all:\\n\\trm -rf src\\n' | make -f -",
+    "make --eval='$(shell rm -rf src)'",
+    "awk 'BEGIN{system(\"rm -rf src\")}'",
+    "vim -es -c '!rm -rf src' -c q",
+    "ed -s f",
+    "sqlite3 :memory: '.shell rm -rf src'",
+    "gdb -batch -ex 'shell rm -rf src'",
+    "cmake -E rm -rf src",
+    "cd src && : > main.py",
+    "(cd src && tee main.py </dev/null)",
+    "find src -name main.py -exec cp /dev/null {} \\;",
+    "find src -type f -exec tee {} + </dev/null",
+    "cp -r e/. src/",
+    "tar --remove-files -cf /tmp/x.tar src",
+    "zip -qrm /tmp/x.zip src",
+    "gzip -r src",
+    "tar -xf a.tar",
+    "git checkout src/main.py",
+    "git checkout ./",
+    "git -C src checkout main.py",
+    "git checkout-index -a -f",
+    "git read-tree -u --reset HEAD",
+    "git stash -u",
+    "git mv -f a b",
+    "alias ls='rm -rf src'",
+    "hash -p /bin/rm ls",
+    "trap 'rm -rf src' EXIT",
+    "let 'x=a[$(rm -rf src)]'",
+    "coproc rm -rf src",
+    "unshare -r rm -rf src",
+    "flock f -c 'rm -rf src'",
+]
+
+
+@pytest.mark.parametrize("command", REVIEW_FINDINGS)
+def test_review_findings_are_dangerous(command: str, tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.py").write_text("x")
+    (tmp_path / "f").write_text("x")
+    (tmp_path / ".env").write_text("x")
+    (tmp_path / ".git" / "hooks").mkdir(parents=True)
+    from rpc_client.ignore import DEFAULT_PATTERNS, IgnoreRules
+
+    judge = Judge(root_probe(tmp_path), secret=IgnoreRules(list(DEFAULT_PATTERNS)).hidden, root=tmp_path)
+    verdict = judge.classify(command)
+    assert verdict.dangerous, (command, verdict)
