@@ -127,3 +127,23 @@ def test_ignored_paths_are_masked_for_confined_commands(hub: Hub, project: Path,
     listing = hub.call(wid, "list_files", {"recursive": True}).json()
     assert not any(".env" in f["path"] or "private" in f["path"] for f in listing["files"])
     assert "hidden from the AI" in client.output()
+
+
+def test_confined_commands_cannot_change_git_config_hooks_or_the_ignore_rules(
+    hub: Hub, project: Path, start_client
+) -> None:
+    (project / ".git" / "hooks").mkdir(parents=True)
+    (project / ".git" / "config").write_text("[core]\n")
+    (project / ".aihubignore").write_text("private/\n")
+    # --dangerous allow: only the OS sandbox stands in the way.
+    wid = hub.workspace_id(start_client(hub, project, "--sandbox", "bwrap", "--dangerous", "allow").name)
+    for command in (
+        "printf '[core]\\n\\tfsmonitor = x\\n' >> .git/config",
+        "echo x > .git/hooks/pre-commit",
+        "echo '!*' >> .aihubignore",
+    ):
+        assert run(hub, wid, command)["exit_code"] != 0, command
+    assert (project / ".git" / "config").read_text() == "[core]\n"
+    assert not (project / ".git" / "hooks" / "pre-commit").exists()
+    assert (project / ".aihubignore").read_text() == "private/\n"
+    assert run(hub, wid, "echo ok > fine.txt && git --version >/dev/null; echo done")["stdout"] == "done\n"

@@ -169,3 +169,21 @@ async def test_listing_a_hidden_folder_is_refused_whether_it_exists_or_not(
     (ctx.sandbox.root / ".ssh").mkdir()
     error = (await call(ctx, "list_files", {"path": path}))["error"]
     assert error["code"] == ErrorCode.DENIED and "ignore rules" in error["message"]
+
+
+def test_the_mask_walk_fails_closed_past_its_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rpc_client.ignore as ignore
+
+    monkeypatch.setattr(ignore, "_MAX_WALK", 50)
+    for i in range(100):
+        (tmp_path / f"f{i}").write_text("x")
+    (tmp_path / "zzz").mkdir()
+    (tmp_path / "zzz" / ".env").write_text("secret")
+    with pytest.raises(ignore.TooManyFiles):
+        list(DEFAULTS.masked(tmp_path))
+
+
+def test_the_mask_walk_skips_links_even_dangling_ones(tmp_path: Path) -> None:
+    os.symlink("/nonexistent", tmp_path / ".env")
+    (tmp_path / "real.key").write_text("k")
+    assert [(p.name, d) for p, d in DEFAULTS.masked(tmp_path)] == [("real.key", False)]
