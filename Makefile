@@ -27,8 +27,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 check: $(STAMP)
-	$(BIN)/ruff check schemas hub rpc_client tests
-	$(BIN)/ruff format --check schemas hub rpc_client tests
+	$(BIN)/ruff check schemas hub rpc_client tests benchmarks
+	$(BIN)/ruff format --check schemas hub rpc_client tests benchmarks
 	$(BIN)/mypy
 
 bench: $(STAMP)
