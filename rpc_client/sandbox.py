@@ -205,6 +205,15 @@ def _outside(shown: object, via: str | None) -> SandboxError:
     )
 
 
+def _regular_file(res: _Resolved, path: str) -> None:
+    """Refuse with NOT_A_FILE (naming ``path``) unless the walk ended on a regular file."""
+    if res.name is None:
+        raise SandboxError(ErrorCode.NOT_A_FILE, f"{path!r} is a directory")
+    assert res.st is not None  # the walk found something (missing_ok is off)
+    if not stat.S_ISREG(res.st.st_mode):
+        raise SandboxError(ErrorCode.NOT_A_FILE, f"{path!r} is not a regular file ({_kind(res.st.st_mode)})")
+
+
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
@@ -546,13 +555,8 @@ class Sandbox:
         with self._resolved(path) as res:
             if guard is not None:
                 guard(res.rel())
-            if res.name is None:
-                raise SandboxError(ErrorCode.NOT_A_FILE, f"{path!r} is a directory")
-            assert res.st is not None
-            if not stat.S_ISREG(res.st.st_mode):
-                raise SandboxError(
-                    ErrorCode.NOT_A_FILE, f"{path!r} is not a regular file ({_kind(res.st.st_mode)})"
-                )
+            _regular_file(res, path)
+            assert res.name is not None and res.st is not None  # for the type checker: just checked
             if res.st.st_size > max_bytes:
                 raise self._too_large(path, res.st.st_size, max_bytes)
             try:
@@ -760,13 +764,8 @@ class Sandbox:
     def remove_file(self, path: str) -> None:
         """Delete the regular file ``path`` (its directory entry; a link in the root is followed)."""
         with self._resolved(path) as res:
-            if res.name is None:
-                raise SandboxError(ErrorCode.NOT_A_FILE, f"{path!r} is a directory")
-            assert res.st is not None
-            if not stat.S_ISREG(res.st.st_mode):
-                raise SandboxError(
-                    ErrorCode.NOT_A_FILE, f"{path!r} is not a regular file ({_kind(res.st.st_mode)})"
-                )
+            _regular_file(res, path)
+            assert res.name is not None and res.st is not None  # for the type checker: just checked
             try:
                 os.unlink(res.name, dir_fd=res.parent_fd)
             except OSError as exc:
