@@ -3,30 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from rpc_client.audit import AuditLog
 from rpc_client.checkpoints import Checkpoints
-from rpc_client.dispatcher import ClientContext, dispatch
+from rpc_client.dispatcher import ClientContext
 from rpc_client.policy import CommandPolicy, DangerousMode
 from rpc_client.sandbox import Sandbox
 from rpc_client.state import project_state_dir
 from schemas.errors import ErrorCode
+from tests.rpc_client.helpers import NoApprover, call
 
 pytestmark = pytest.mark.anyio
-
-
-class NoApprover:
-    async def approve(self, command: str, reasons: tuple[str, ...], timeout: float) -> bool:
-        return False
 
 
 @pytest.fixture
@@ -51,12 +45,6 @@ def ctx(tmp_path: Path, home: Path) -> Iterator[ClientContext]:
             audit=AuditLog(state),
             checkpoints=Checkpoints(state),
         )
-
-
-async def call(ctx: ClientContext, method: str, params: dict[str, Any]) -> dict[str, Any]:
-    request = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-    answer: dict[str, Any] = json.loads(await dispatch(ctx, json.dumps(request)))
-    return answer
 
 
 async def test_every_write_can_be_undone_newest_first(ctx: ClientContext) -> None:

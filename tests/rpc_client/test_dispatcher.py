@@ -15,13 +15,9 @@ from rpc_client.files import FileLimits
 from rpc_client.policy import CommandPolicy, DangerousMode
 from rpc_client.sandbox import Sandbox
 from schemas.errors import ErrorCode
+from tests.rpc_client.helpers import NoApprover, call
 
 pytestmark = pytest.mark.anyio
-
-
-class NoApprover:
-    async def approve(self, command: str, reasons: tuple[str, ...]) -> bool:
-        return False
 
 
 @pytest.fixture
@@ -40,15 +36,6 @@ def ctx(tmp_path: Path) -> Iterator[ClientContext]:
             limits=FileLimits(max_file_bytes=1000, max_answer_bytes=2000),
             report=lines.append,
         )
-
-
-async def call(ctx: ClientContext, method: str, params: Any = None, id: int = 1) -> dict[str, Any]:
-    request: dict[str, Any] = {"jsonrpc": "2.0", "id": id, "method": method}
-    if params is not None:
-        request["params"] = params
-    answer: dict[str, Any] = json.loads(await dispatch(ctx, json.dumps(request)))
-    assert answer["id"] == id
-    return answer
 
 
 async def test_a_read_answers_the_content(ctx: ClientContext) -> None:

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from rpc_client.dispatcher import ClientContext, dispatch
+from rpc_client.dispatcher import ClientContext
 from rpc_client.ignore import DEFAULT_PATTERNS, IgnoreRules
 from rpc_client.policy import CommandPolicy, DangerousMode
 from rpc_client.sandbox import Sandbox
 from schemas.errors import ErrorCode
+from tests.rpc_client.helpers import NoApprover, call
 
 pytestmark = pytest.mark.anyio
 
@@ -53,11 +54,6 @@ def test_the_project_file_adds_patterns_and_can_bring_paths_back(tmp_path: Path)
     assert not IgnoreRules.load(tmp_path, defaults=False).hidden(".env")
 
 
-class NoApprover:
-    async def approve(self, command: str, reasons: tuple[str, ...], timeout: float) -> bool:
-        return False
-
-
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[ClientContext]:
     root = tmp_path / "root"
@@ -74,13 +70,6 @@ def ctx(tmp_path: Path) -> Iterator[ClientContext]:
             DangerousMode.DENY, read_only=False, approver=NoApprover(), secret=DEFAULTS.hidden
         )
         yield ClientContext(sandbox=sandbox, policy=policy, ignore=DEFAULTS, report=lambda line: None)
-
-
-async def call(ctx: ClientContext, method: str, params: dict[str, Any]) -> dict[str, Any]:
-    answer: dict[str, Any] = json.loads(
-        await dispatch(ctx, json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-    )
-    return answer
 
 
 async def test_secrets_are_hidden_from_listings(ctx: ClientContext) -> None:

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from rpc_client.dispatcher import ClientContext, dispatch
+from rpc_client.dispatcher import ClientContext
 from rpc_client.outputs import KEEP
 from rpc_client.policy import CommandPolicy, DangerousMode
 from rpc_client.sandbox import Sandbox
+from tests.rpc_client.helpers import NoApprover, call
 
 pytestmark = pytest.mark.anyio
-
-
-class NoApprover:
-    async def approve(self, command: str, reasons: tuple[str, ...], timeout: float) -> bool:
-        return False
-
-
-async def call(ctx: ClientContext, method: str, params: dict[str, Any]) -> dict[str, Any]:
-    request = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-    answer: dict[str, Any] = json.loads(await dispatch(ctx, json.dumps(request)))
-    return answer
 
 
 async def test_a_cut_output_is_read_back_whole_in_pages(tmp_path: Path) -> None:

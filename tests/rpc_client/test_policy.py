@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import pty
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TextIO
 
 import pytest
 
@@ -106,66 +111,63 @@ async def test_the_terminal_approver_refuses_without_a_terminal() -> None:
     assert stderr.getvalue() == ""  # nobody to ask: no prompt either
 
 
-async def test_the_terminal_approver_asks_on_a_terminal_and_remembers_always() -> None:
-    import os
-    import pty
+@dataclass
+class Terminal:
+    """A pseudo-terminal: the approver reads ``stdin``; the test types answers."""
 
+    stdin: TextIO
+    leader: int
+
+    def type(self, line: str) -> None:
+        os.write(self.leader, line.encode() + b"\n")
+
+
+@pytest.fixture
+def terminal() -> Iterator[Terminal]:
     leader, follower = pty.openpty()
     try:
-        with os.fdopen(follower, "r", closefd=False) as tty_in:
-            stderr = io.StringIO()
-            approver = TerminalApprover(stdin=tty_in, stderr=stderr, timeout=10)
-            asking = asyncio.create_task(approver.approve("rm x", ("rm: deletes files",), 10))
-            await asyncio.sleep(0)
-            os.write(leader, b"a\n")
-            assert await asking is True
-            assert "rm x" in stderr.getvalue()
-            assert await approver.approve("rm x", (), 10) is True  # remembered: not asked again
-            no = asyncio.create_task(approver.approve("rm y", (), 10))
-            await asyncio.sleep(0)
-            os.write(leader, b"n\n")
-            assert await no is False
-            silent = TerminalApprover(stdin=tty_in, stderr=io.StringIO(), timeout=0.05)
-            assert await silent.approve("rm z", (), 10) is False  # no answer in time: refused
+        with os.fdopen(follower, "r", closefd=False) as stdin:
+            yield Terminal(stdin, leader)
     finally:
         os.close(leader)
         os.close(follower)
 
 
-async def test_the_prompt_shows_control_characters_escaped_so_it_cannot_be_spoofed() -> None:
-    import os
-    import pty
-
-    leader, follower = pty.openpty()
-    try:
-        with os.fdopen(follower, "r", closefd=False) as tty_in:
-            stderr = io.StringIO()
-            approver = TerminalApprover(stdin=tty_in, stderr=stderr, timeout=10)
-            sneaky = "rm -rf ~/ #\r\x1b[2K\x1b[1A\x1b[2K    ls -la"
-            asking = asyncio.create_task(approver.approve(sneaky, ("rm: deletes files",), 10))
-            await asyncio.sleep(0)
-            os.write(leader, b"n\n")
-            assert await asking is False
-            shown = stderr.getvalue()
-            assert "\x1b" not in shown and "\r" not in shown
-            assert "rm -rf ~/ #\\r\\x1b[2K" in shown
-    finally:
-        os.close(leader)
-        os.close(follower)
+async def test_the_terminal_approver_asks_on_a_terminal_and_remembers_always(terminal: Terminal) -> None:
+    stderr = io.StringIO()
+    approver = TerminalApprover(stdin=terminal.stdin, stderr=stderr, timeout=10)
+    asking = asyncio.create_task(approver.approve("rm x", ("rm: deletes files",), 10))
+    await asyncio.sleep(0)
+    terminal.type("a")
+    assert await asking is True
+    assert "rm x" in stderr.getvalue()
+    assert await approver.approve("rm x", (), 10) is True  # remembered: not asked again
+    no = asyncio.create_task(approver.approve("rm y", (), 10))
+    await asyncio.sleep(0)
+    terminal.type("n")
+    assert await no is False
+    silent = TerminalApprover(stdin=terminal.stdin, stderr=io.StringIO(), timeout=0.05)
+    assert await silent.approve("rm z", (), 10) is False  # no answer in time: refused
 
 
-async def test_the_wait_for_approval_is_bounded_by_the_command_timeout() -> None:
-    import os
-    import pty
+async def test_the_prompt_shows_control_characters_escaped_so_it_cannot_be_spoofed(
+    terminal: Terminal,
+) -> None:
+    stderr = io.StringIO()
+    approver = TerminalApprover(stdin=terminal.stdin, stderr=stderr, timeout=10)
+    sneaky = "rm -rf ~/ #\r\x1b[2K\x1b[1A\x1b[2K    ls -la"
+    asking = asyncio.create_task(approver.approve(sneaky, ("rm: deletes files",), 10))
+    await asyncio.sleep(0)
+    terminal.type("n")
+    assert await asking is False
+    shown = stderr.getvalue()
+    assert "\x1b" not in shown and "\r" not in shown
+    assert "rm -rf ~/ #\\r\\x1b[2K" in shown
 
-    leader, follower = pty.openpty()
-    try:
-        with os.fdopen(follower, "r", closefd=False) as tty_in:
-            approver = TerminalApprover(stdin=tty_in, stderr=io.StringIO(), timeout=3600)
-            policy = CommandPolicy(DangerousMode.ASK, read_only=False, approver=approver)
-            with pytest.raises(RpcError) as refused:
-                await asyncio.wait_for(policy.check_command("rm x", approval_timeout=0.05), 10)
-            assert refused.value.code == ErrorCode.DENIED
-    finally:
-        os.close(leader)
-        os.close(follower)
+
+async def test_the_wait_for_approval_is_bounded_by_the_command_timeout(terminal: Terminal) -> None:
+    approver = TerminalApprover(stdin=terminal.stdin, stderr=io.StringIO(), timeout=3600)
+    policy = CommandPolicy(DangerousMode.ASK, read_only=False, approver=approver)
+    with pytest.raises(RpcError) as refused:
+        await asyncio.wait_for(policy.check_command("rm x", approval_timeout=0.05), 10)
+    assert refused.value.code == ErrorCode.DENIED

@@ -49,6 +49,7 @@ from rpc_client.policy import CommandPolicy, DangerousMode
 from rpc_client.sandbox import Sandbox, SandboxError
 from schemas.errors import ErrorCode
 from schemas.tools import ListFilesParams
+from tests.rpc_client.helpers import NoApprover
 
 OUT = ErrorCode.PATH_OUTSIDE_ROOT
 NOT_FILE = ErrorCode.NOT_A_FILE
@@ -93,11 +94,6 @@ def base(tmp_path: Path) -> Path:
 def sb(base: Path) -> Iterator[Sandbox]:
     with Sandbox(base / "root") as sandbox:
         yield sandbox
-
-
-class NoApprover:
-    async def approve(self, command: str, reasons: tuple[str, ...]) -> bool:
-        return False
 
 
 def wire(sb: Sandbox, method: str, params: dict[str, Any], limits: FileLimits | None = None) -> bytes:
