@@ -43,6 +43,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object (empty: ``{}``); 413 past ``limit``, 422 when it is not an object."""
+    raw = await _read_body(request, limit)
+    body = load_json(raw) if raw.strip() else {}
+    if isinstance(body, Malformed):
+        raise HTTPException(422, f"the body is {body.message}")
+    if not isinstance(body, dict):
+        raise HTTPException(422, "the body must be a JSON object")
+    return body
+
+
 def answer_payload(answer: Response | ErrorResponse) -> dict[str, Any]:
     """The client's answer in the typed-envelope payload form."""
     if isinstance(answer, ErrorResponse):
@@ -124,12 +135,8 @@ def build_router(registry: Registry, settings: HubSettings, require_token: Calla
         spec = TOOLS.get(method)
         if spec is None:
             raise HTTPException(404, f"no tool {method!r}; the tools are {sorted(TOOLS)}")
-        raw = await _read_body(request, settings.max_body_bytes)
-        body = load_json(raw) if raw.strip() else {}
-        if isinstance(body, Malformed):
-            raise HTTPException(422, f"the body is {body.message}")
-        if not isinstance(body, dict):
-            raise HTTPException(422, "the body must be a JSON object of params")
+        body = await read_json_body(request, settings.max_body_bytes)
+
         try:
             params = spec.params.model_validate(body)
         except ValidationError as exc:

@@ -1,18 +1,22 @@
 """``aihub``: the hub's command line.
 
-aihub serve [--host H] [--port P]
+aihub serve [--host H] [--port P] [--llm-base-url URL] [--llm-model NAME] [--max-steps N]
+aihub chat [--hub URL] [--workspace NAME] [--conversation ID] [MESSAGE]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import uvicorn
 
+from hub import chat_cli
 from hub.app import create_app
 from hub.auth import load_or_create_token
+from hub.llm.factory import ModelConfig, ModelConfigError, model_config
 from hub.settings import HubSettings
 from schemas.protocol import aihub_home
 
@@ -48,20 +52,59 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=port_number, default=8765, help="port (default 8765)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    llm = serve.add_argument_group("the model (default: AIHUB_LLM_*, then OPENAI_BASE_URL/OPENAI_API_KEY)")
+    llm.add_argument("--llm-base-url", help="an OpenAI-compatible base URL, or 'local' for the demo model")
+    llm.add_argument("--llm-model", help="the model's name at that endpoint")
+    llm.add_argument("--llm-api-key", help="prefer AIHUB_LLM_API_KEY: a flag is visible to other users in ps")
+    llm.add_argument(
+        "--llm-timeout", type=float, default=120.0, help="seconds per model request (default 120)"
+    )
+    llm.add_argument(
+        "--llm-max-retries", type=int, default=2, help="retries of errors, 429 and 5xx (default 2)"
+    )
+    llm.add_argument("--max-steps", type=int, default=30, help="model calls per chat turn (default 30)")
+    chat_cli.add_parser(sub)
     return p
 
 
-def serve(host: str, port: int, log_level: str) -> int:
+def serve(args: argparse.Namespace) -> int:
+    host, port, log_level = args.host, args.port, args.log_level
+    try:
+        llm: ModelConfig | None = model_config(
+            os.environ, args.llm_base_url, args.llm_model, args.llm_api_key
+        )
+    except ModelConfigError as exc:
+        print(f"aihub: {exc}", file=sys.stderr)
+        return 2
+    if args.max_steps < 1 or args.llm_max_retries < 0 or not args.llm_timeout > 0:
+        print(
+            "aihub: --max-steps must be 1 or more, --llm-max-retries 0 or more, --llm-timeout over 0",
+            file=sys.stderr,
+        )
+        return 2
     home = aihub_home()
     try:
         token, source = load_or_create_token(home)
     except OSError as exc:
         print(f"aihub: cannot read or create the token under {home}: {exc.strerror}", file=sys.stderr)
         return 1
-    settings = HubSettings(token=token, home=home)
+    settings = HubSettings(
+        token=token,
+        home=home,
+        llm_base_url=llm.base_url if llm else None,
+        llm_model=llm.model if llm else None,
+        llm_api_key=llm.api_key if llm else None,
+        llm_timeout=args.llm_timeout,
+        llm_max_retries=args.llm_max_retries,
+        max_steps=args.max_steps,
+    )
     logging.basicConfig(level=log_level.upper(), format="aihub: %(message)s")
     print(f"aihub: token ({source}): {token}", flush=True)
     print(f"aihub: clients connect to ws://{host}:{port}/ws/workspace", flush=True)
+    if llm is None:
+        print("aihub: no model configured (AIHUB_LLM_BASE_URL, AIHUB_LLM_MODEL): chat is off", flush=True)
+    else:
+        print(f"aihub: model {llm.model or 'SmolLM2-135M (local)'} at {llm.base_url}", flush=True)
     config = uvicorn.Config(
         create_app(settings),
         host=host,
@@ -71,10 +114,11 @@ def serve(host: str, port: int, log_level: str) -> int:
         timeout_graceful_shutdown=5,
     )
     # uvicorn's debug log prints request headers, the bearer token among them.
-    redact = RedactSecret(token)
+    secrets = [token, *([llm.api_key] if llm and llm.api_key else [])]
     for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
         for handler in logging.getLogger(name).handlers:
-            handler.addFilter(redact)
+            for secret in secrets:
+                handler.addFilter(RedactSecret(secret))
     uvicorn.Server(config).run()
     return 0
 
@@ -82,7 +126,9 @@ def serve(host: str, port: int, log_level: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "serve":
-        return serve(args.host, args.port, args.log_level)
+        return serve(args)
+    if args.command == "chat":
+        return chat_cli.run(args)
     return 2
 
 

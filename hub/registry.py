@@ -65,6 +65,8 @@ class Workspace:
     framing: Framing
     send: Send
     client: str | None = None
+    #: The methods the client said it serves at initialize (None: it did not say).
+    tools: list[str] | None = None
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     connected_at: float = field(default_factory=time.time)
     _pending: dict[Key, asyncio.Future[Response | ErrorResponse]] = field(default_factory=dict)
@@ -79,6 +81,7 @@ class Workspace:
             "name": self.name,
             "framing": self.framing.value,
             "client": self.client,
+            "tools": self.tools,
             "connected_at": self.connected_at,
             "in_flight": self.in_flight,
         }

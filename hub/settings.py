@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from schemas.protocol import HANDSHAKE_TIMEOUT_S
@@ -24,3 +24,19 @@ class HubSettings:
     max_frame_bytes: int = 16 * MiB
     #: Largest REST request body.
     max_body_bytes: int = 32 * MiB
+    #: The model: an OpenAI-compatible base URL ("local": the in-process demo model), its name and key.
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: str | None = field(default=None, repr=False)
+    #: Seconds per model request, and the SDK's retries of connection errors, 429 and 5xx.
+    llm_timeout: float = 120.0
+    llm_max_retries: int = 2
+    #: A chat turn ends after this many model calls, or this many tokens.
+    max_steps: int = 30
+    max_turn_tokens: int = 400_000
+    #: Characters of one tool result the model sees; the rest is cut with a marker.
+    max_tool_result_chars: int = 24_000
+
+    @property
+    def conversations_path(self) -> Path:
+        return self.home / "conversations.sqlite3"

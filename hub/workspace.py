@@ -128,7 +128,9 @@ def build_router(
                     # Starlette's errors stay here: the registry knows only WorkspaceGone.
                     raise WorkspaceGone("the workspace's client is no longer connected") from exc
 
-        workspace = Workspace(name=params.workspace, framing=framing, send=send, client=params.client)
+        workspace = Workspace(
+            name=params.workspace, framing=framing, send=send, client=params.client, tools=params.tools
+        )
         registry.add(workspace)
         log.info("workspace %s (%r) connected, framing %s", workspace.id, workspace.name, framing.value)
         try:

@@ -59,6 +59,10 @@ class Hub:
     token: str = TOKEN
     process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    #: Extra flags of ``aihub serve`` and extra environment.
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
 
     @property
     def http(self) -> str:
@@ -73,7 +77,9 @@ class Hub:
 
     def start(self) -> None:
         assert self.process is None or self.process.poll() is not None
-        env = {**os.environ, "AIHUB_HOME": str(self.home), "AIHUB_TOKEN": self.token}
+        # A developer's own model settings must not leak into the tests' hubs.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AIHUB_LLM_"))}
+        env = {**inherited, "AIHUB_HOME": str(self.home), "AIHUB_TOKEN": self.token, **self.env}
         self.log = self.home / f"hub-{time.monotonic_ns()}.log"
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
@@ -86,6 +92,7 @@ class Hub:
                     str(self.port),
                     "--log-level",
                     "warning",
+                    *self.args,
                 ],
                 env=env,
                 stdout=out,

@@ -1,0 +1,285 @@
+"""The chat routes: a user's message becomes a turn of the tool-calling loop on a workspace.
+
+``POST /api/workspaces/{id}/chat`` answers when the turn ends (JSON) or streams
+its events as they happen (``Accept: text/event-stream``); conversations are
+kept in SQLite and listed by ``GET /api/conversations``. A running turn is
+stopped by ``POST /api/conversations/{id}/cancel`` or, for a stream, by hanging
+up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hub.api import answer_payload, call_timeout, read_json_body
+from hub.conversations import Conversations, TurnRecorder
+from hub.llm.loop import Emit, LoopLimits, OnOutput, Turn, TurnResult, system_prompt
+from hub.llm.model import ChatModel, Message, ModelError
+from hub.registry import AmbiguousName, CallTimeout, Registry, Workspace, WorkspaceGone
+from hub.settings import HubSettings
+from schemas.framing import dump_json
+from schemas.protocol import OUTPUT_CHUNK
+from schemas.tools import Params, tools_for_llm, validation_errors
+
+log = logging.getLogger("aihub.hub")
+
+#: What a client that names no tools at initialize serves: the original schema's four.
+ORIGINAL_TOOLS = ("list_files", "read_files", "execute_command", "write_file")
+MAX_MESSAGE_CHARS = 200_000
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+    conversation_id: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+@dataclass
+class WorkspaceTools:
+    """The loop's :class:`~hub.llm.loop.ToolRunner` for one connected workspace."""
+
+    workspace: Workspace
+    settings: HubSettings
+
+    def tools(self) -> list[dict[str, Any]]:
+        served = set(self.workspace.tools if self.workspace.tools is not None else ORIGINAL_TOOLS)
+        return [t for t in tools_for_llm() if t["function"]["name"] in served]
+
+    async def run(self, tool: str, params: Params, on_output: OnOutput) -> dict[str, Any]:
+        def on_event(method: str, data: dict[str, Any]) -> None:
+            if method == OUTPUT_CHUNK and isinstance(data.get("data"), str):
+                on_output(str(data.get("stream", "stdout")), data["data"])
+
+        try:
+            answer = await self.workspace.call(
+                tool,
+                params.model_dump(exclude_unset=True),
+                timeout=call_timeout(self.settings, params),
+                on_event=on_event,
+            )
+        except CallTimeout as exc:
+            return {"status": "error", "error_message": str(exc)}
+        except WorkspaceGone as exc:
+            return {"status": "error", "error_message": f"the workspace's client is gone: {exc}"}
+        return answer_payload(answer)
+
+
+def _event(name: str, data: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {dump_json(data)}\n\n"
+
+
+def turn_answer(conversation_id: str, result: TurnResult) -> dict[str, Any]:
+    return {
+        "conversation_id": conversation_id,
+        "reply": result.reply,
+        "steps": [step.as_dict() for step in result.steps],
+        "usage": result.usage.as_dict(),
+        "stop_reason": result.stop_reason,
+    }
+
+
+class ChatService:
+    """Runs turns, at most one at a time per conversation, and cancels them on request."""
+
+    def __init__(
+        self, registry: Registry, settings: HubSettings, model: ChatModel | None, store: Conversations
+    ) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.model = model
+        self.store = store
+        self.running: dict[str, asyncio.Task[TurnResult]] = {}
+
+    def limits(self) -> LoopLimits:
+        s = self.settings
+        return LoopLimits(s.max_steps, s.max_turn_tokens, s.max_tool_result_chars)
+
+    def begin(
+        self, workspace: Workspace, request: ChatRequest, emit: Emit
+    ) -> tuple[Turn, TurnRecorder, asyncio.Task[TurnResult]]:
+        """Start a turn in a task of its own (so a cancel reaches it wherever it waits)."""
+        if self.model is None:
+            raise HTTPException(
+                503,
+                "no model is configured: start the hub with AIHUB_LLM_BASE_URL and AIHUB_LLM_MODEL "
+                "(or --llm-base-url/--llm-model); see the README",
+            )
+        if request.conversation_id is None:
+            conversation_id = self.store.create(workspace.name, self.model.name, request.message)
+            history: list[Message] = []
+        else:
+            conversation_id = request.conversation_id
+            if self.store.get(conversation_id) is None:
+                raise HTTPException(404, f"no conversation {conversation_id!r}")
+            if conversation_id in self.running:
+                raise HTTPException(
+                    409, f"conversation {conversation_id!r} has a turn running; cancel it or wait"
+                )
+            history = self.store.history(conversation_id)
+        recorder = self.store.begin_turn(conversation_id, workspace.id)
+        runner = WorkspaceTools(workspace, self.settings)
+        turn = Turn(self.model, runner, recorder, self.limits(), emit)
+        system = system_prompt(workspace.name, runner.tools())
+        task = asyncio.create_task(turn.run(history, request.message, system))
+        self.running[conversation_id] = task
+        return turn, recorder, task
+
+    async def finish(self, turn: Turn, recorder: TurnRecorder, task: asyncio.Task[TurnResult]) -> TurnResult:
+        """Wait for the turn and record how it ended; raises ModelError for the endpoint's failures."""
+        try:
+            await asyncio.wait({task})
+        except asyncio.CancelledError:  # our caller is gone: so is its turn
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            self._end(turn, recorder, "cancelled", None)
+            raise
+        if task.cancelled():
+            self._end(turn, recorder, "cancelled", None)
+            return TurnResult("[Cancelled by the user.]", turn.steps, turn.usage, "cancelled")
+        error = task.exception()
+        if error is not None:
+            self._end(turn, recorder, "error", str(error))
+            if isinstance(error, ModelError):
+                raise error
+            log.error("a chat turn failed", exc_info=error)
+            raise ModelError("the hub failed this turn (see its log)", status=None)
+        result = task.result()
+        self._end(turn, recorder, result.stop_reason, None)
+        return result
+
+    def _end(self, turn: Turn, recorder: TurnRecorder, reason: str, error: str | None) -> None:
+        self.running.pop(recorder.conversation_id, None)
+        try:
+            self.store.end_turn(recorder, reason, turn.usage, error)
+        except Exception:
+            log.exception("cannot record the end of a turn")
+
+    def cancel(self, conversation_id: str) -> bool:
+        task = self.running.get(conversation_id)
+        if task is None or task.done():
+            return False
+        task.cancel()
+        return True
+
+
+def build_router(registry: Registry, service: ChatService, require_token: Callable[..., Any]) -> APIRouter:
+    router = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
+
+    def find(workspace_id: str) -> Workspace:
+        try:
+            workspace = registry.find(workspace_id)
+        except AmbiguousName as exc:
+            raise HTTPException(409, str(exc)) from None
+        if workspace is None:
+            raise HTTPException(404, f"no connected workspace {workspace_id!r}")
+        return workspace
+
+    @router.post("/workspaces/{workspace_id}/chat", response_model=None)
+    async def chat(workspace_id: str, request: Request) -> JSONResponse | StreamingResponse:
+        workspace = find(workspace_id)
+        body = await read_json_body(request, service.settings.max_body_bytes)
+        try:
+            chat_request = ChatRequest.model_validate(body)
+        except ValidationError as exc:
+            raise HTTPException(
+                422, [{**e, "loc": ["body", *e["loc"]]} for e in validation_errors(exc)]
+            ) from None
+        if "text/event-stream" in request.headers.get("accept", ""):
+            events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+            turn, recorder, task = service.begin(
+                workspace, chat_request, lambda name, data: events.put_nowait((name, data))
+            )
+            return StreamingResponse(
+                _stream(service, turn, recorder, task, events),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+            )
+        turn, recorder, task = service.begin(workspace, chat_request, lambda name, data: None)
+        try:
+            result = await service.finish(turn, recorder, task)
+        except ModelError as exc:
+            raise HTTPException(502, exc.message) from None
+        return JSONResponse(turn_answer(recorder.conversation_id, result))
+
+    @router.get("/conversations")
+    async def list_conversations() -> list[dict[str, Any]]:
+        return service.store.recent()
+
+    @router.get("/conversations/{conversation_id}")
+    async def get_conversation(conversation_id: str) -> dict[str, Any]:
+        detail = service.store.detail(conversation_id)
+        if detail is None:
+            raise HTTPException(404, f"no conversation {conversation_id!r}")
+        detail["running"] = conversation_id in service.running
+        return detail
+
+    @router.post("/conversations/{conversation_id}/cancel")
+    async def cancel(conversation_id: str) -> dict[str, Any]:
+        if service.store.get(conversation_id) is None:
+            raise HTTPException(404, f"no conversation {conversation_id!r}")
+        if not service.cancel(conversation_id):
+            raise HTTPException(409, f"conversation {conversation_id!r} has no turn running")
+        return {"conversation_id": conversation_id, "cancelled": True}
+
+    return router
+
+
+async def _stream(
+    service: ChatService,
+    turn: Turn,
+    recorder: TurnRecorder,
+    task: asyncio.Task[TurnResult],
+    events: asyncio.Queue[tuple[str, dict[str, Any]]],
+) -> AsyncIterator[str]:
+    """``start``, the turn's events as they happen, then ``done`` or ``error``.
+
+    The caller hanging up closes this generator: the turn is cancelled (its
+    commands withdrawn) and recorded as cancelled.
+    """
+    conversation_id = recorder.conversation_id
+    yield _event(
+        "start", {"conversation_id": conversation_id, "turn": recorder.turn, "model": turn.model.name}
+    )
+    finished = asyncio.ensure_future(service.finish(turn, recorder, task))
+    getter: asyncio.Future[tuple[str, dict[str, Any]]] | None = None
+    try:
+        while True:
+            getter = asyncio.ensure_future(events.get())
+            await asyncio.wait({getter, finished}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                name, data = getter.result()
+                yield _event(name, data)
+                continue
+            getter.cancel()
+            while not events.empty():
+                name, data = events.get_nowait()
+                yield _event(name, data)
+            break
+        try:
+            result = finished.result()
+        except ModelError as exc:
+            yield _event(
+                "error", {"status_code": 502, "detail": exc.message, "conversation_id": conversation_id}
+            )
+            return
+        yield _event("done", turn_answer(conversation_id, result))
+    finally:
+        if getter is not None:
+            getter.cancel()
+        if not finished.done():
+            finished.cancel()
+            with contextlib.suppress(BaseException):
+                await finished
+
+
+__all__ = ["ChatService", "WorkspaceTools", "build_router"]

@@ -1,0 +1,1 @@
+"""The AI side: a model behind a small protocol, and the tool-calling loop."""
