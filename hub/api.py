@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -26,6 +26,7 @@ from schemas.jsonrpc import ErrorResponse, Malformed, Response
 from schemas.tools import TOOLS, ExecuteCommandParams, Params, tools_for_llm, validation_errors
 
 log = logging.getLogger("aihub.hub")
+T = TypeVar("T")
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -52,6 +53,41 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise HTTPException(422, "the body must be a JSON object")
     return body
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the caller hangs up (the body has been read: the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result; if the caller hangs up first, ``work`` is cancelled and :class:`CallerGone` raised.
+
+    Cancelling a workspace call withdraws it from the client, so a command whose
+    caller gave up is killed rather than left running.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        raise CallerGone
+    return task.result()
+
+
+class CallerGone(Exception):
+    """The REST caller hung up before its answer was ready."""
+
+
+#: What a route answers a caller that is gone (nginx's "client closed request"; nobody reads it).
+CLIENT_CLOSED = 499
 
 
 def answer_payload(answer: Response | ErrorResponse) -> dict[str, Any]:
@@ -152,11 +188,13 @@ def build_router(registry: Registry, settings: HubSettings, require_token: Calla
                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
             )
         try:
-            answer = await workspace.call(method, wire_params, timeout=timeout)
+            answer = await unless_disconnected(request, workspace.call(method, wire_params, timeout=timeout))
         except CallTimeout as exc:
             raise HTTPException(504, str(exc)) from None
         except WorkspaceGone as exc:
             raise HTTPException(502, str(exc)) from None
+        except CallerGone:
+            return JSONResponse({"detail": "the caller hung up"}, CLIENT_CLOSED)
         return JSONResponse(answer_payload(answer))
 
     return router

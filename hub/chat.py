@@ -20,7 +20,14 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hub.api import answer_payload, call_timeout, read_json_body
+from hub.api import (
+    CLIENT_CLOSED,
+    CallerGone,
+    answer_payload,
+    call_timeout,
+    read_json_body,
+    unless_disconnected,
+)
 from hub.conversations import Conversations, TurnRecorder
 from hub.llm.loop import Emit, LoopLimits, OnOutput, Turn, TurnResult, system_prompt
 from hub.llm.model import ChatModel, Message, ModelError
@@ -206,9 +213,12 @@ def build_router(registry: Registry, service: ChatService, require_token: Callab
             )
         turn, recorder, task = service.begin(workspace, chat_request, lambda name, data: None)
         try:
-            result = await service.finish(turn, recorder, task)
+            # A caller that hangs up cancels its turn, as a stream's caller does.
+            result = await unless_disconnected(request, service.finish(turn, recorder, task))
         except ModelError as exc:
             raise HTTPException(502, exc.message) from None
+        except CallerGone:
+            return JSONResponse({"detail": "the caller hung up"}, CLIENT_CLOSED)
         return JSONResponse(turn_answer(recorder.conversation_id, result))
 
     @router.get("/conversations")

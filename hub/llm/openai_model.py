@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field

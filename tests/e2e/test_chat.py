@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 import threading
+import time
+
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -392,6 +394,31 @@ def again_cancel_is_409(hub: Hub, conversation: str) -> bool:
         f"{hub.http}/api/conversations/{conversation}/cancel", headers=hub.headers(), timeout=10
     )
     return response.status_code == 409
+
+
+def test_a_json_caller_that_hangs_up_cancels_its_turn(
+    make_hub: Callable[..., Hub], llm: ScriptedLLM, calc_project: Path, start_client: Callable[..., Client]
+) -> None:
+    hub = make_hub()
+    start_client(hub, calc_project, name="calc")
+    marker = f"{time.monotonic_ns() % 1000 + 6000}.{time.monotonic_ns() % 10_000}"
+    llm.add(Reply("", [Call("execute_command", {"command": f"sleep {marker}", "timeout": 600})]))
+    with pytest.raises(httpx2.ReadTimeout):
+        chat(hub, "calc", {"message": "wait"}, timeout=2)
+
+    def ended() -> list[object]:
+        listing = httpx2.get(f"{hub.http}/api/conversations", headers=hub.headers(), timeout=10).json()
+        detail = httpx2.get(
+            f"{hub.http}/api/conversations/{listing[0]['id']}", headers=hub.headers(), timeout=10
+        )
+        return [t["stop_reason"] for t in detail.json()["turns"] if t["stop_reason"]]
+
+    assert wait_until(ended, what="the turn to end") == ["cancelled"]
+    wait_until(
+        lambda: subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).returncode == 1,
+        what="the withdrawn command to be killed",
+    )
+    assert "Exception in ASGI application" not in (hub.log.read_text() if hub.log else "")
 
 
 def test_a_conversation_continues_after_a_hub_restart(

@@ -89,3 +89,25 @@ def test_errors_before_the_call_are_plain_http_even_when_streaming(
     )
     assert refused.status_code == 200
     assert list(events(refused))[-1][1]["status"] == "error"
+
+
+def test_a_plain_json_caller_that_hangs_up_withdraws_the_command_too(
+    hub: Hub, project: Path, start_client
+) -> None:
+    client = start_client(hub, project, "--dangerous", "deny")
+    wid = hub.workspace_id(client.name)
+    marker = f"{os.getpid() % 1000 + 5000}.{time.monotonic_ns() % 10_000}"
+    with pytest.raises(httpx2.ReadTimeout):  # the caller gives up after 1.5 s and closes its connection
+        httpx2.post(
+            f"{hub.http}/api/workspaces/{wid}/tools/execute_command",
+            json={"command": f"sleep {marker}", "timeout": 300},
+            headers=hub.headers(),
+            timeout=httpx2.Timeout(1.5, connect=10),
+        )
+    wait_until(
+        lambda: subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).returncode == 1,
+        what="the withdrawn command to be killed",
+    )
+    wait_until(lambda: "-> cancelled" in client.output(), what="the client to log the cancellation")
+    assert hub.call(wid, "read_files", {"files": ["README.md"]}).json()["status"] == "success"
+    assert "Exception in ASGI application" not in (hub.log.read_text() if hub.log else "")
