@@ -18,7 +18,8 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
-from hub.registry import AmbiguousName, CallTimeout, Registry, Workspace, WorkspaceGone
+from hub.errors import AmbiguousName, CallTimeout, WorkspaceGone
+from hub.registry import Registry, Workspace
 from hub.settings import HubSettings
 from schemas.envelope import error_payload, success_payload
 from schemas.framing import dump_json, load_json

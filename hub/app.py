@@ -1,4 +1,4 @@
-"""The app factory of ``aihub serve``."""
+"""The app factory of ``aihub serve``: the workspace hub component in an app of its own."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from hub.settings import HubSettings
 def create_app(settings: HubSettings) -> FastAPI:
     hub = WorkspaceHub(settings)
     # No /docs, /redoc or /openapi.json: they would be the only routes besides /healthz without auth.
-    app = FastAPI(title="AI Hub Workspaces", version="0.1.0", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="AI Hub Workspaces",
+        version="0.1.0",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=hub.lifespan,
+    )
     app.state.hub = hub
 
     @app.get("/healthz")

@@ -29,9 +29,10 @@ from hub.api import (
     unless_disconnected,
 )
 from hub.conversations import Conversations, TurnRecorder
+from hub.errors import AmbiguousName, CallTimeout, WorkspaceGone
 from hub.llm.loop import Emit, LoopLimits, OnOutput, Turn, TurnResult, system_prompt
 from hub.llm.model import ChatModel, Message, ModelError
-from hub.registry import AmbiguousName, CallTimeout, Registry, Workspace, WorkspaceGone
+from hub.registry import OnEvent, Registry, Workspace
 from hub.settings import HubSettings
 from schemas.framing import dump_json
 from schemas.protocol import OUTPUT_CHUNK
@@ -50,6 +51,16 @@ class ChatRequest(BaseModel):
     conversation_id: str | None = Field(default=None, min_length=1, max_length=64)
 
 
+def output_listener(on_output: OnOutput) -> OnEvent:
+    """A call's notifications to ``on_output(stream, text)``: a running command's output as it prints."""
+
+    def on_event(method: str, data: dict[str, Any]) -> None:
+        if method == OUTPUT_CHUNK and isinstance(data.get("data"), str):
+            on_output(str(data.get("stream", "stdout")), data["data"])
+
+    return on_event
+
+
 @dataclass
 class WorkspaceTools:
     """The loop's :class:`~hub.llm.loop.ToolRunner` for one connected workspace."""
@@ -62,16 +73,12 @@ class WorkspaceTools:
         return [t for t in tools_for_llm() if t["function"]["name"] in served]
 
     async def run(self, tool: str, params: Params, on_output: OnOutput) -> dict[str, Any]:
-        def on_event(method: str, data: dict[str, Any]) -> None:
-            if method == OUTPUT_CHUNK and isinstance(data.get("data"), str):
-                on_output(str(data.get("stream", "stdout")), data["data"])
-
         try:
             answer = await self.workspace.call(
                 tool,
                 params.model_dump(exclude_unset=True),
                 timeout=call_timeout(self.settings, params),
-                on_event=on_event,
+                on_event=output_listener(on_output),
             )
         except CallTimeout as exc:
             return {"status": "error", "error_message": str(exc)}
@@ -105,6 +112,8 @@ class ChatService:
         self.model = model
         self.store = store
         self.running: dict[str, asyncio.Task[TurnResult]] = {}
+        #: Set whenever no turn is running (each running turn is removed once its end is recorded).
+        self._idle = asyncio.Event()
 
     def limits(self) -> LoopLimits:
         s = self.settings
@@ -165,11 +174,24 @@ class ChatService:
         return result
 
     def _end(self, turn: Turn, recorder: TurnRecorder, reason: str, error: str | None) -> None:
-        self.running.pop(recorder.conversation_id, None)
         try:
             self.store.end_turn(recorder, reason, turn.usage, error)
         except Exception:
             log.exception("cannot record the end of a turn")
+        finally:
+            self.running.pop(recorder.conversation_id, None)
+            if not self.running:
+                self._idle.set()
+
+    async def stop(self, timeout: float) -> None:
+        """Cancel every running turn; wait up to ``timeout`` seconds until each one's end is recorded."""
+        for task in self.running.values():
+            task.cancel()
+        if self.running:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._idle.wait()
 
     def cancel(self, conversation_id: str) -> bool:
         task = self.running.get(conversation_id)
@@ -292,4 +314,4 @@ async def _stream(
                 await finished
 
 
-__all__ = ["ChatService", "WorkspaceTools", "build_router"]
+__all__ = ["ChatService", "WorkspaceTools", "build_router", "output_listener"]

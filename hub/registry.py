@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hub.errors import AmbiguousName, CallTimeout, WorkspaceGone
 from schemas.framing import Framing, encode_frame
 from schemas.jsonrpc import ErrorResponse, Notification, Request, RequestId, Response
 from schemas.protocol import CANCEL_REQUEST
@@ -30,6 +31,8 @@ log = logging.getLogger("aihub.hub")
 Send = Callable[[str], Awaitable[None]]
 #: Receives (method, params) of each notification that names a call in flight.
 OnEvent = Callable[[str, dict[str, Any]], None]
+#: Closes the socket with (close code, reason).
+Close = Callable[[int, str], Awaitable[None]]
 
 #: Pending calls are keyed by the id's JSON type and value: "1" does not answer 1.
 Key = tuple[str, str]
@@ -37,24 +40,6 @@ Key = tuple[str, str]
 
 def _key(request_id: RequestId) -> Key:
     return (type(request_id).__name__, str(request_id))
-
-
-class WorkspaceGone(Exception):
-    """The client went away before answering."""
-
-
-class CallTimeout(Exception):
-    """No answer within the call's timeout."""
-
-
-class AmbiguousName(Exception):
-    """Several connected workspaces have the name a caller used."""
-
-    def __init__(self, name: str, ids: list[str]) -> None:
-        super().__init__(
-            f"{len(ids)} connected workspaces are named {name!r}; use one of their ids: {sorted(ids)}"
-        )
-        self.ids = ids
 
 
 @dataclass(eq=False)
@@ -67,6 +52,8 @@ class Workspace:
     client: str | None = None
     #: The methods the client said it serves at initialize (None: it did not say).
     tools: list[str] | None = None
+    #: Closes the socket (the WebSocket route gives it; None: nothing to close).
+    close_socket: Close | None = None
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     connected_at: float = field(default_factory=time.time)
     _pending: dict[Key, asyncio.Future[Response | ErrorResponse]] = field(default_factory=dict)
@@ -168,12 +155,20 @@ class Workspace:
                 future.set_exception(WorkspaceGone(reason))
         self._pending.clear()
 
+    async def close(self, code: int, reason: str) -> None:
+        """Fail every waiting call, then close the socket with ``code``."""
+        self.fail_all(reason)
+        if self.close_socket is not None:
+            await self.close_socket(code, reason)
+
 
 class Registry:
     """The workspaces connected now."""
 
     def __init__(self) -> None:
         self._workspaces: dict[str, Workspace] = {}
+        #: Set by :meth:`close`: the hub is going away and takes no new workspace.
+        self.closed = False
 
     def add(self, workspace: Workspace) -> None:
         self._workspaces[workspace.id] = workspace
@@ -199,3 +194,15 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._workspaces)
+
+    async def close(self, code: int, reason: str, timeout: float) -> None:
+        """Take no new workspace; close every connected one (its calls fail) within ``timeout`` seconds."""
+        self.closed = True
+        workspaces = self.all()
+        self._workspaces.clear()
+        if workspaces:
+            closing = [asyncio.create_task(w.close(code, reason)) for w in workspaces]
+            _done, late = await asyncio.wait(closing, timeout=timeout)
+            for task in late:  # a socket too slow to take its close frame: the server drops it
+                task.cancel()
+            await asyncio.gather(*closing, return_exceptions=True)

@@ -12,8 +12,11 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True)
 class HubSettings:
-    token: str
+    #: Where the hub keeps its state (the conversations database).
     home: Path
+    #: The bearer token clients and REST callers present. None only when a host application
+    #: gives :class:`hub.WorkspaceHub` both of its own checks (authorize_client and api_auth).
+    token: str | None = field(default=None, kw_only=True, repr=False)
     #: The client must send initialize within this many seconds of connecting.
     handshake_timeout: float = HANDSHAKE_TIMEOUT_S
     #: How long a REST caller waits for a file tool's answer.

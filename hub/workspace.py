@@ -1,7 +1,8 @@
 """The ``/ws/workspace`` route: handshake, then frames in and out of one workspace.
 
-1. The token is checked on the HTTP upgrade, before ``accept``: a refused
-   client never gets a WebSocket (closing before accept is an HTTP 403).
+1. The client is authorized on the HTTP upgrade (the hub's token, or the host
+   application's own check), before ``accept``: a refused client never gets a
+   WebSocket (closing before accept is an HTTP 403).
 2. The client must send ``initialize`` first, in either framing, within the
    handshake timeout; anything else closes the socket with 1008 and a reason.
 3. Then every frame is decoded in the connection's framing: answers go to
@@ -13,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
 from pydantic import ValidationError
 from starlette.websockets import WebSocketState
 
-from hub.registry import Registry, Send, Workspace, WorkspaceGone
+from hub.errors import WorkspaceGone
+from hub.registry import Registry, Send, Workspace
 from hub.settings import HubSettings
 from schemas.errors import ErrorCode
 from schemas.framing import Framing, decode_frame, decode_value, detect_framing, encode_frame, load_json
@@ -95,13 +97,13 @@ async def _handshake(ws: WebSocket, timeout: float) -> tuple[Framing, Request, I
 def build_router(
     registry: Registry,
     settings: HubSettings,
-    authorize: Callable[[str | None], bool],
+    authorize: Callable[[WebSocket], Awaitable[bool]],
 ) -> APIRouter:
     router = APIRouter()
 
     @router.websocket("/ws/workspace")
     async def workspace_socket(ws: WebSocket) -> None:
-        if not authorize(ws.headers.get("authorization")):
+        if not await authorize(ws):
             await ws.close(code=CLOSE_POLICY_VIOLATION, reason="missing or wrong token")
             return
         await ws.accept()
@@ -118,6 +120,11 @@ def build_router(
         except WebSocketDisconnect:
             return
 
+        if registry.closed:  # a 1012 (not a refusal): the client tries again later
+            with contextlib.suppress(Exception):
+                await ws.close(code=status.WS_1012_SERVICE_RESTART, reason="the hub is shutting down")
+            return
+
         send_lock = asyncio.Lock()
 
         async def send(text: str) -> None:
@@ -128,8 +135,19 @@ def build_router(
                     # Starlette's errors stay here: the registry knows only WorkspaceGone.
                     raise WorkspaceGone("the workspace's client is no longer connected") from exc
 
+        async def close_socket(code: int, reason: str) -> None:
+            async with send_lock:
+                if ws.application_state is WebSocketState.CONNECTED:
+                    with contextlib.suppress(Exception):
+                        await ws.close(code=code, reason=reason[:120])
+
         workspace = Workspace(
-            name=params.workspace, framing=framing, send=send, client=params.client, tools=params.tools
+            name=params.workspace,
+            framing=framing,
+            send=send,
+            client=params.client,
+            tools=params.tools,
+            close_socket=close_socket,
         )
         registry.add(workspace)
         log.info("workspace %s (%r) connected, framing %s", workspace.id, workspace.name, framing.value)

@@ -204,7 +204,7 @@ def _error_payload(message: str) -> dict[str, Any]:
     return {"status": "error", "error_message": message}
 
 
-def _parse(call: ToolCall) -> tuple[Params | None, Any, str | None]:
+def parse_call(call: ToolCall) -> tuple[Params | None, Any, str | None]:
     """(validated params, arguments as shown, error for the model)."""
     spec = TOOLS.get(call.name)
     text = call.arguments.strip()
@@ -299,7 +299,7 @@ class Turn:
         answers: dict[int, Message] = {}
 
         async def one(index: int, call: ToolCall) -> None:
-            params, arguments, problem = _parse(call)
+            params, arguments, problem = parse_call(call)
             step = Step(call.id, call.name, arguments, model_step)
             self.steps.append(step)
             self.emit("tool_call", {"id": call.id, "tool": call.name, "arguments": arguments})

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -246,6 +245,19 @@ def test_the_step_limit_ends_a_runaway_loop_with_a_clear_message(
     assert again["stop_reason"] == "done"
     roles = [m["role"] for m in llm.requests[-1]["messages"]]
     assert roles[-3:] == ["tool", "assistant", "user"]
+
+
+def test_the_token_budget_ends_a_turn_that_costs_too_much(
+    make_hub: Callable[..., Hub], llm: ScriptedLLM, calc_project: Path, start_client: Callable[..., Client]
+) -> None:
+    hub = make_hub()
+    start_client(hub, calc_project, name="calc")
+    llm.default = lambda body: Reply("More.", [Call("list_files", {})], usage=(150_000, 1_000))
+
+    answer = chat(hub, "calc", {"message": "expensive"}).json()
+
+    assert answer["stop_reason"] == "token_budget" and "budget" in answer["reply"]
+    assert answer["usage"]["total_tokens"] == 453_000 and len(llm.requests) == 3
 
 
 @pytest.mark.parametrize(

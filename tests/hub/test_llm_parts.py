@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from hub.conversations import Conversations
 from hub.llm.factory import OPENAI_BASE_URL, ModelConfig, ModelConfigError, model_config
-from hub.llm.loop import Step, _parse, fit_result
+from hub.llm.loop import Step, fit_result, parse_call
 from hub.llm.model import ToolCall, Usage
 from schemas.tools import TOOLS
 
@@ -64,15 +64,15 @@ def test_a_long_file_is_cut_in_its_middle_with_a_hint_for_the_tool() -> None:
     ],
 )
 def test_bad_arguments_get_an_error_the_model_can_act_on(arguments: str, error: str) -> None:
-    params, _shown, problem = _parse(ToolCall("c1", "read_files", arguments))
+    params, _shown, problem = parse_call(ToolCall("c1", "read_files", arguments))
     assert params is None and problem is not None and error in problem
 
 
 def test_good_arguments_are_validated_params_and_an_unknown_tool_lists_the_tools() -> None:
-    params, shown, problem = _parse(ToolCall("c1", "read_files", '{"files": ["a.py"]}'))
+    params, shown, problem = parse_call(ToolCall("c1", "read_files", '{"files": ["a.py"]}'))
     assert problem is None and params == TOOLS["read_files"].params.model_validate({"files": ["a.py"]})
     assert shown == {"files": ["a.py"]}
-    _, _, problem = _parse(ToolCall("c2", "rm_rf", "{}"))
+    _, _, problem = parse_call(ToolCall("c2", "rm_rf", "{}"))
     assert problem is not None and "read_files" in problem
 
 

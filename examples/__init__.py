@@ -1,0 +1,1 @@
+"""Examples of using the project as a library."""

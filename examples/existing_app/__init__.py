@@ -1,0 +1,1 @@
+"""A host FastAPI application that mounts the workspace hub (see README.md here)."""
