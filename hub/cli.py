@@ -10,12 +10,13 @@ import argparse
 import logging
 import os
 import sys
+import time
 
 import uvicorn
 
 from hub import chat_cli
 from hub.app import create_app
-from hub.auth import load_or_create_token
+from hub.auth import ClientTokens, load_or_create_token
 from hub.llm.factory import ModelConfig, ModelConfigError, model_config
 from hub.settings import HubSettings
 from schemas.protocol import aihub_home
@@ -52,6 +53,17 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=port_number, default=8765, help="port (default 8765)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    tls = serve.add_argument_group("TLS: serve https:// and wss:// (both files, PEM)")
+    tls.add_argument("--ssl-certfile", help="the certificate chain")
+    tls.add_argument("--ssl-keyfile", help="its private key")
+    serve.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser origin that may open workspace connections (repeatable; default none: "
+        "a WebSocket with an Origin header is refused)",
+    )
     llm = serve.add_argument_group("the model (default: AIHUB_LLM_*, then OPENAI_BASE_URL/OPENAI_API_KEY)")
     llm.add_argument("--llm-base-url", help="an OpenAI-compatible base URL, or 'local' for the demo model")
     llm.add_argument("--llm-model", help="the model's name at that endpoint")
@@ -64,7 +76,45 @@ def parser() -> argparse.ArgumentParser:
     )
     llm.add_argument("--max-steps", type=int, default=30, help="model calls per chat turn (default 30)")
     chat_cli.add_parser(sub)
+    tokens = sub.add_parser("token", help="client tokens: they connect a workspace, and open no REST route")
+    token_sub = tokens.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="create a client token and print it (once)")
+    create.add_argument("--name", required=True, help="whose it is, e.g. laptop")
+    token_sub.add_parser("list", help="the client tokens' names")
+    revoke = token_sub.add_parser("revoke", help="revoke a client token (effective for new connections)")
+    revoke.add_argument("name")
     return p
+
+
+def token_command(args: argparse.Namespace) -> int:
+    tokens = ClientTokens(aihub_home())
+    try:
+        if args.token_command == "create":  # noqa: S105
+            if not args.name.strip() or len(args.name) > 100:
+                print("aihub: --name must be 1 to 100 characters", file=sys.stderr)
+                return 2
+            print(tokens.create(args.name))
+            print(
+                f"aihub: client token {args.name!r} created; it is shown only this once. "
+                "Use it as the client's --token (or AIHUB_TOKEN).",
+                file=sys.stderr,
+            )
+        elif args.token_command == "list":  # noqa: S105
+            for entry in tokens.entries():
+                created = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.get("created_at", 0)))
+                print(f"{entry.get('name')}\tcreated {created}")
+        elif not tokens.revoke(args.name):
+            print(f"aihub: no client token named {args.name!r}", file=sys.stderr)
+            return 1
+        else:
+            print(f"aihub: client token {args.name!r} revoked", file=sys.stderr)
+    except ValueError as exc:
+        print(f"aihub: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"aihub: cannot use {tokens.path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -76,6 +126,13 @@ def serve(args: argparse.Namespace) -> int:
     except ModelConfigError as exc:
         print(f"aihub: {exc}", file=sys.stderr)
         return 2
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        print("aihub: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
+        return 2
+    for path in filter(None, (args.ssl_certfile, args.ssl_keyfile)):
+        if not os.access(path, os.R_OK):
+            print(f"aihub: cannot read {path}", file=sys.stderr)
+            return 2
     if args.max_steps < 1 or args.llm_max_retries < 0 or not args.llm_timeout > 0:
         print(
             "aihub: --max-steps must be 1 or more, --llm-max-retries 0 or more, --llm-timeout over 0",
@@ -97,10 +154,12 @@ def serve(args: argparse.Namespace) -> int:
         llm_timeout=args.llm_timeout,
         llm_max_retries=args.llm_max_retries,
         max_steps=args.max_steps,
+        allowed_origins=tuple(args.allowed_origin),
     )
     logging.basicConfig(level=log_level.upper(), format="aihub: %(message)s")
     print(f"aihub: token ({source}): {token}", flush=True)
-    print(f"aihub: clients connect to ws://{host}:{port}/ws/workspace", flush=True)
+    scheme = "wss" if args.ssl_certfile else "ws"
+    print(f"aihub: clients connect to {scheme}://{host}:{port}/ws/workspace", flush=True)
     if llm is None:
         print("aihub: no model configured (AIHUB_LLM_BASE_URL, AIHUB_LLM_MODEL): chat is off", flush=True)
     else:
@@ -112,6 +171,8 @@ def serve(args: argparse.Namespace) -> int:
         log_level=log_level,
         ws_max_size=settings.max_frame_bytes,
         timeout_graceful_shutdown=5,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
     )
     # uvicorn's debug log prints request headers, the bearer token among them.
     secrets = [token, *([llm.api_key] if llm and llm.api_key else [])]
@@ -129,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args)
     if args.command == "chat":
         return chat_cli.run(args)
+    if args.command == "token":
+        return token_command(args)
     return 2
 
 

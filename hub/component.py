@@ -25,7 +25,7 @@ from fastapi import APIRouter, HTTPException, Request, WebSocket, status
 from pydantic import ValidationError
 
 from hub import api, chat, workspace
-from hub.auth import bearer_matches
+from hub.auth import ClientTokens, bearer_matches
 from hub.conversations import Conversations
 from hub.errors import InvalidParams, ToolError, UnknownTool, WorkspaceError, WorkspaceNotFound
 from hub.llm.factory import make_model, model_config
@@ -104,6 +104,8 @@ class WorkspaceHub:
         self.conversations = Conversations(settings.conversations_path)
         self.chat = chat.ChatService(self.registry, settings, model, self.conversations)
         self._client_check = authorize_client
+        #: Tokens that connect a workspace but open no REST route (``aihub token create``).
+        self.client_tokens = ClientTokens(settings.home)
         self._closed = False
         rest_auth = api_auth or self.require_token
         self.router = APIRouter()
@@ -125,7 +127,13 @@ class WorkspaceHub:
     async def authorize_client(self, ws: WebSocket) -> bool:
         """Whether a WebSocket may connect a workspace: the host's check, else the hub's token."""
         if self._client_check is None:
-            return self.authorized(ws.headers.get("authorization"))
+            header = ws.headers.get("authorization")
+            if self.authorized(header):
+                return True
+            name = self.client_tokens.match(header)
+            if name is not None:
+                log.info("a client connects with the client token %r", name)
+            return name is not None
         try:
             verdict = self._client_check(ws)
             if inspect.isawaitable(verdict):

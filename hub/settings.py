@@ -17,6 +17,10 @@ class HubSettings:
     #: The bearer token clients and REST callers present. None only when a host application
     #: gives :class:`hub.WorkspaceHub` both of its own checks (authorize_client and api_auth).
     token: str | None = field(default=None, kw_only=True, repr=False)
+    #: Browser origins allowed to open a workspace connection (exact match, e.g. "https://hub.example").
+    #: A connection with any other ``Origin`` header is refused: a web page must not reach a
+    #: workspace through the user's browser. Clients that send no Origin (aihub-client) are unaffected.
+    allowed_origins: tuple[str, ...] = ()
     #: The client must send initialize within this many seconds of connecting.
     handshake_timeout: float = HANDSHAKE_TIMEOUT_S
     #: How long a REST caller waits for a file tool's answer.

@@ -103,6 +103,14 @@ def build_router(
 
     @router.websocket("/ws/workspace")
     async def workspace_socket(ws: WebSocket) -> None:
+        origin = ws.headers.get("origin")
+        if origin is not None and origin not in settings.allowed_origins:
+            # Before any credential check: a page in the user's browser must not get this far.
+            log.warning(
+                "refusing a workspace connection from origin %r (not in the allowed origins)", origin[:200]
+            )
+            await ws.close(code=CLOSE_POLICY_VIOLATION, reason="origin not allowed")
+            return
         if not await authorize(ws):
             await ws.close(code=CLOSE_POLICY_VIOLATION, reason="missing or wrong token")
             return

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import logging
 import os
+import ssl
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,7 +33,7 @@ from rpc_client.rules import root_probe
 from rpc_client.sandbox import Sandbox, SandboxError
 from rpc_client.state import project_state_dir
 from rpc_client.terminal import printable
-from rpc_client.transport import HubTarget, run_until_stopped
+from rpc_client.transport import HubTarget, is_loopback, run_until_stopped
 from schemas.errors import RpcError
 from schemas.protocol import TOKEN_FILE, aihub_home
 
@@ -126,8 +127,36 @@ def parser() -> argparse.ArgumentParser:
         default=120.0,
         help="seconds to wait for a yes (default 120)",
     )
+    p.add_argument(
+        "--ca-file",
+        help="PEM file of the authority that signed the hub's certificate (default: the system's)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a plain ws:// URL to a host other than this machine (the token and your code cross the network unencrypted)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     return p
+
+
+def tls_context(url: str, ca_file: str | None, insecure: bool) -> ssl.SSLContext | None:
+    """How to reach the hub safely: certificates verified for wss://, plain ws:// only on loopback."""
+    parts = urlsplit(url)
+    if parts.scheme == "ws":
+        if ca_file:
+            raise UsageError("--ca-file is for wss:// URLs; this one is ws://")
+        if not is_loopback(url) and not insecure:
+            raise UsageError(
+                f"refusing ws:// to {parts.hostname}: the token and your code would cross the network "
+                "unencrypted. Use wss:// (aihub serve --ssl-certfile/--ssl-keyfile, or a TLS proxy), "
+                "or pass --insecure on a network you trust"
+            )
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"--ca-file {ca_file!r}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def report(line: str) -> None:
@@ -204,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("websockets").setLevel(logging.INFO)
     try:
         token = find_token(args.token)
+        tls = tls_context(args.hub, args.ca_file, args.insecure)
 
         try:
             sandbox = Sandbox(args.root)
@@ -256,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             + ("; read-only" if args.read_only else "")
         )
         with sandbox:
-            asyncio.run(run_until_stopped(HubTarget(args.hub, token, name), ctx, report=report))
+            asyncio.run(run_until_stopped(HubTarget(args.hub, token, name, tls), ctx, report=report))
         return 0
     except ClientExit as exc:
         report(exc.message)

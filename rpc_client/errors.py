@@ -29,3 +29,9 @@ class AuthRefused(ClientExit):
 
 class HandshakeRefused(ClientExit):
     exit_code = 5
+
+
+class TlsRefused(ClientExit):
+    """The hub's certificate is not trusted: retrying cannot help."""
+
+    exit_code = 6

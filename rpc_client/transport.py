@@ -12,8 +12,11 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import ipaddress
 import logging
 import random
+import ssl
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from rpc_client.dispatcher import METHODS, ClientContext, dispatch
-from rpc_client.errors import AuthRefused, ClientExit, HandshakeRefused, UsageError
+from rpc_client.errors import AuthRefused, ClientExit, HandshakeRefused, TlsRefused, UsageError
 from rpc_client.scope import CURRENT, RequestScope
 from schemas.errors import ErrorCode
 from schemas.framing import Framing, decode_frame, dump_json
@@ -70,6 +73,8 @@ class HubTarget:
     url: str
     token: str
     workspace: str
+    #: For wss:// URLs: how the hub's certificate is verified (None: the system's trust store).
+    ssl: ssl.SSLContext | None = None
 
 
 async def handshake(ws: ClientConnection, workspace: str) -> str:
@@ -116,6 +121,17 @@ async def _answer(ws: ClientConnection, ctx: ClientContext, frame: str, request_
         await ws.send(data, text=True)
     except ConnectionClosed:
         log.warning("the connection closed before an answer could be sent; it is lost")
+
+
+def is_loopback(url: str) -> bool:
+    """Whether a URL's host is this machine (localhost, 127.0.0.0/8, ::1)."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _error_frame(request_id: RequestId | None, code: int, message: str) -> str:
@@ -200,6 +216,9 @@ async def run(target: HubTarget, ctx: ClientContext, *, report: Callable[[str], 
                 max_size=MAX_FRAME_BYTES,
                 open_timeout=HANDSHAKE_TIMEOUT_S,
                 proxy=None,
+                # Compressing costs more CPU than it saves bytes on loopback; a remote link keeps it.
+                compression=None if is_loopback(target.url) else "deflate",
+                ssl=target.ssl,
             ) as ws:
                 workspace_id = await handshake(ws, target.workspace)
                 report(f"connected to {target.url} as workspace {target.workspace!r} (id {workspace_id})")
@@ -220,6 +239,11 @@ async def run(target: HubTarget, ctx: ClientContext, *, report: Callable[[str], 
                 raise ClientExit(f"the hub refused the connection (HTTP {status})") from None
             reason = f"HTTP {status}"
 
+        except ssl.SSLCertVerificationError as exc:
+            raise TlsRefused(
+                f"the hub's certificate is not trusted ({exc.verify_message}); pass --ca-file with the "
+                "certificate of the authority that signed it"
+            ) from None
         except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
             reason = str(exc) or type(exc).__name__
         delay = backoff.next()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -62,15 +63,19 @@ class Hub:
     #: Extra flags of ``aihub serve`` and extra environment.
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    #: Set when the hub serves TLS: the CA that signed its certificate (https:// and wss://).
+    ca_file: str | None = None
 
+    def verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
 
     @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca_file else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/workspace"
+        return f"{'wss' if self.ca_file else 'ws'}://127.0.0.1:{self.port}/ws/workspace"
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
@@ -105,7 +110,7 @@ class Hub:
             if self.process.poll() is not None:
                 raise AssertionError(f"hub exited: {self.log.read_text() if self.log else ''}")
             try:
-                return httpx2.get(self.http + "/healthz", timeout=1).status_code == 200
+                return httpx2.get(self.http + "/healthz", timeout=1, verify=self.verify()).status_code == 200
             except httpx2.HTTPError:
                 return False
 
@@ -116,7 +121,9 @@ class Hub:
             stop(self.process, sig)
 
     def workspaces(self) -> list[dict[str, object]]:
-        response = httpx2.get(self.http + "/api/workspaces", headers=self.headers(), timeout=5)
+        response = httpx2.get(
+            self.http + "/api/workspaces", headers=self.headers(), timeout=5, verify=self.verify()
+        )
         response.raise_for_status()
         result: list[dict[str, object]] = response.json()
         return result
@@ -136,6 +143,7 @@ class Hub:
             json=params,
             headers=self.headers(),
             timeout=timeout,
+            verify=self.verify(),
         )
 
 
