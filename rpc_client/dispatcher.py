@@ -23,7 +23,7 @@ from jsonrpcserver import Success, async_dispatch
 from jsonrpcserver.exceptions import JsonRpcError
 from pydantic import ValidationError
 
-from rpc_client import commands, files, outputs
+from rpc_client import commands, files, outputs, search
 from rpc_client.audit import AuditLog, CallRecord
 from rpc_client.checkpoints import Checkpoints
 from rpc_client.confine import Confinement
@@ -36,11 +36,13 @@ from rpc_client.terminal import printable
 from schemas.errors import ErrorCode, RpcError, error_name
 from schemas.framing import dump_json
 from schemas.tools import (
+    EditFileParams,
     ExecuteCommandParams,
     ListFilesParams,
     Params,
     ReadFilesParams,
     ReadOutputParams,
+    SearchFilesParams,
     UndoParams,
     WriteFileParams,
     validation_errors,
@@ -87,6 +89,9 @@ def _summary(method: str, params: dict[str, Any]) -> str:
         return ", ".join(names) + (f" (+{more})" if more > 0 else "")
     if method == "undo":
         return f"checkpoint {params.get('checkpoint', 'last')}"
+    if method == "search_files":
+        text = printable(f"{params.get('pattern', '')!s} in {params.get('path', './')!s}")
+        return text if len(text) <= 80 else text[:77] + "..."
     value = params.get("command", params.get("path", ""))
     text = printable(str(value))
     return text if len(text) <= 80 else text[:77] + "..."
@@ -104,7 +109,7 @@ async def _serve(
     status = "ok"
     try:
         result = await work(record)
-        for key in ("checkpoint", "exit_code", "bytes_written"):
+        for key in ("checkpoint", "exit_code", "bytes_written", "replacements"):
             if key in result:
                 record.details[key] = result[key]
         return Success(result)
@@ -161,6 +166,36 @@ async def write_file(ctx: ClientContext, **params: Any) -> Any:
     return await _serve(ctx, "write_file", params, work)
 
 
+async def edit_file(ctx: ClientContext, **params: Any) -> Any:
+    async def work(record: CallRecord) -> dict[str, Any]:
+        p = _validated(EditFileParams, params)
+        ctx.policy.check_write(p.path)
+        return await _in_thread(files.edit_file, ctx.sandbox, p, ctx.limits, ctx.ignore, ctx.checkpoints)
+
+    return await _serve(ctx, "edit_file", params, work)
+
+
+async def search_files(ctx: ClientContext, **params: Any) -> Any:
+    async def work(record: CallRecord) -> dict[str, Any]:
+        p = _validated(SearchFilesParams, params)
+        scope = CURRENT.get()
+        limits = ctx.limits
+        return await _in_thread(
+            lambda: search.search_files(
+                ctx.sandbox,
+                p,
+                max_file_bytes=limits.max_search_file_bytes,
+                max_answer_bytes=limits.max_answer_bytes,
+                seconds=limits.search_seconds,
+                rules=ctx.ignore,
+                # The hub withdrew the request (its caller gave up): stop at the next file.
+                stop=None if scope is None else scope.cancelled.is_set,
+            )
+        )
+
+    return await _serve(ctx, "search_files", params, work)
+
+
 async def undo(ctx: ClientContext, **params: Any) -> Any:
     async def work(record: CallRecord) -> dict[str, Any]:
         p = _validated(UndoParams, params)
@@ -169,14 +204,17 @@ async def undo(ctx: ClientContext, **params: Any) -> Any:
         if ctx.checkpoints is None:
             raise RpcError(ErrorCode.NOT_FOUND, "this client keeps no checkpoints")
         checkpoints = ctx.checkpoints
-        return await _in_thread(
-            lambda: checkpoints.undo(
-                ctx.sandbox,
-                p.checkpoint,
-                max_bytes=ctx.limits.max_checkpoint_bytes,
-                guard=lambda rel: ctx.ignore.check_write(rel, rel),
-            )
-        )
+
+        def run() -> dict[str, Any]:
+            with files.WRITES:  # not between another write's read and its rename
+                return checkpoints.undo(
+                    ctx.sandbox,
+                    p.checkpoint,
+                    max_bytes=ctx.limits.max_checkpoint_bytes,
+                    guard=lambda rel: ctx.ignore.check_write(rel, rel),
+                )
+
+        return await _in_thread(run)
 
     return await _serve(ctx, "undo", params, work)
 
@@ -295,7 +333,9 @@ async def read_output(ctx: ClientContext, **params: Any) -> Any:
 METHODS: dict[str, Callable[..., Awaitable[Any]]] = {
     "list_files": list_files,
     "read_files": read_files,
+    "search_files": search_files,
     "write_file": write_file,
+    "edit_file": edit_file,
     "execute_command": execute_command,
     "undo": undo,
     "read_output": read_output,

@@ -1,4 +1,6 @@
-"""The file tools: list_files, read_files, write_file, on top of the sandbox.
+"""The file tools: list_files, read_files, write_file, edit_file, on top of the sandbox.
+
+(search_files lives in :mod:`rpc_client.search`.)
 
 Each function is synchronous (the dispatcher runs it in a worker thread so a
 large read never holds up other requests), takes validated params and returns
@@ -19,9 +21,13 @@ Every answer must be sendable as one WebSocket text frame under the hub's limit:
 from __future__ import annotations
 
 import base64
+import difflib
 import hashlib
 import json
 import os
+import re
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +36,12 @@ from rpc_client.ignore import GitIgnore, IgnoreRules
 from rpc_client.ignore import lexical_path as _lexical
 from rpc_client.sandbox import Entry, Sandbox, SandboxError
 from schemas.errors import ErrorCode, RpcError
-from schemas.tools import ListFilesParams, ReadFilesParams, WriteFileParams
+from schemas.tools import EditFileParams, ListFilesParams, ReadFilesParams, WriteFileParams
 
 MiB = 1024 * 1024
+#: Held from a write's first read to its rename, so two writes of this client (an edit and
+#: another edit, a write, an undo) never interleave: the second sees what the first left.
+WRITES = threading.Lock()
 #: Longest error message kept per path in a read_files answer, and for its summary.
 MAX_MESSAGE_CHARS = 1000
 MAX_SUMMARY_CHARS = 4000
@@ -47,6 +56,14 @@ class FileLimits:
     max_write_bytes: int = 8 * MiB
     #: Largest previous content a write checkpoints (a larger file is not overwritten).
     max_checkpoint_bytes: int = 64 * MiB
+    #: Largest file a ranged read (offset/limit) streams through, hashing all of it.
+    max_ranged_file_bytes: int = 1024 * MiB
+    #: Files larger than this are skipped by search_files (counted in skipped_too_large).
+    max_search_file_bytes: int = 16 * MiB
+    #: A search stops (truncated, timed_out) after this long: well within the hub's 30 s.
+    search_seconds: float = 20.0
+    #: Longest diff an edit_file answer carries; the rest is cut with a marker.
+    max_diff_chars: int = 32_000
 
 
 def _wire(text: str) -> str:
@@ -136,6 +153,77 @@ def _decode(path: str, data: bytes, encoding: str) -> str:
         ) from None
 
 
+def count_lines(data: bytes) -> int:
+    """Lines in ``data``: its newlines, and one more for a last line without one."""
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def _too_large_hint(exc: RpcError) -> RpcError:
+    if exc.code != ErrorCode.TOO_LARGE:
+        return exc
+    return RpcError(exc.code, f"{exc.message}; read it in pages of lines with offset and limit", exc.data)
+
+
+def _read_lines(
+    sandbox: Sandbox,
+    path: str,
+    first: int,
+    count: int | None,
+    *,
+    max_file_bytes: int,
+    budget: int,
+    guard: Callable[[str], None] | None,
+) -> tuple[bytes, str, int]:
+    """Lines ``first`` to ``first + count - 1`` of ``path`` (1-based; to the end when ``count`` is None),
+    the sha256 of the whole file and its number of lines.
+
+    The file is streamed in chunks, so it may be far larger than a whole-file read
+    allows (up to ``max_file_bytes``); only the lines asked for are kept, and more
+    than ``budget`` bytes of them is TOO_LARGE.
+    """
+    last = None if count is None else first + count - 1
+    digest = hashlib.sha256()
+    picked: list[bytes] = []
+    kept = 0
+    line = 1  # the number of the line the next byte belongs to
+    tail_newline = True  # whether the bytes read so far end with a newline (none read: no open line)
+    with sandbox.open_file(path, max_bytes=max_file_bytes, guard=guard) as reader:
+        for chunk in reader.chunks():
+            digest.update(chunk)
+            tail_newline = chunk.endswith(b"\n")
+            pos, size = 0, len(chunk)
+            if line < first:
+                newlines = chunk.count(b"\n")
+                if line + newlines < first:
+                    line += newlines
+                    continue
+                while line < first:  # the first line wanted starts in this chunk
+                    pos = chunk.index(b"\n", pos) + 1
+                    line += 1
+            if last is not None and line > last:
+                line += chunk.count(b"\n", pos)
+                continue
+            end = size
+            if last is not None and line + chunk.count(b"\n", pos) > last:
+                end = pos
+                while line <= last:  # the last line wanted ends in this chunk
+                    end = chunk.index(b"\n", end) + 1
+                    line += 1
+                line += chunk.count(b"\n", end)
+            else:
+                line += chunk.count(b"\n", pos)
+            kept += end - pos
+            if kept > budget:
+                raise RpcError(
+                    ErrorCode.TOO_LARGE,
+                    f"the lines asked of {path!r} do not fit in this answer (over {budget} bytes): ask fewer "
+                    "lines (a smaller limit)",
+                )
+            picked.append(chunk[pos:end])
+    total = line - 1 + (0 if tail_newline else 1)
+    return b"".join(picked), digest.hexdigest(), total
+
+
 def read_files(
     sandbox: Sandbox, params: ReadFilesParams, limits: FileLimits, rules: IgnoreRules | None = None
 ) -> dict[str, Any]:
@@ -145,11 +233,17 @@ def read_files(
     since a file (or a name) of control characters grows six-fold when escaped.  The
     failures are not charged but are bounded: a path of at most 4 KB and a message
     shortened to ``MAX_MESSAGE_CHARS`` each.
+
+    With ``offset`` or ``limit`` each content holds only those lines, read by
+    streaming the file (so a file over ``max_file_bytes`` can be read in pages);
+    ``sha256`` and ``total_lines`` are always of the whole file.
     """
     files: dict[str, str] = {}
     digests: dict[str, str] = {}
+    line_counts: dict[str, int] = {}
     errors: dict[str, str] = {}
     budget = limits.max_answer_bytes
+    ranged = params.offset is not None or params.limit is not None
     for path in dict.fromkeys(params.files):  # each path once, in the caller's order
         key = _wire(path)
         try:
@@ -158,18 +252,35 @@ def read_files(
                 # answers like one that does, so the AI cannot probe for secrets.
                 rules.check_read(path, _lexical(path))
             guard = None if rules is None else (lambda rel, shown=path: rules.check_read(shown, rel))
-            data = sandbox.read_file(path, max_bytes=limits.max_file_bytes, guard=guard)
+            if ranged:
+                data, digest, total = _read_lines(
+                    sandbox,
+                    path,
+                    params.offset or 1,
+                    params.limit,
+                    max_file_bytes=limits.max_ranged_file_bytes,
+                    budget=budget,
+                    guard=guard,
+                )
+            else:
+                try:
+                    data = sandbox.read_file(path, max_bytes=limits.max_file_bytes, guard=guard)
+                except RpcError as exc:
+                    raise _too_large_hint(exc) from None
+                digest, total = hashlib.sha256(data).hexdigest(), count_lines(data)
             content = _decode(path, data, params.encoding)
             cost = _json_size(content) + _json_size(key)
             if cost > budget:
+                hint = "ask fewer lines (a smaller limit)" if ranged else "read it in a call of its own"
                 raise RpcError(
                     ErrorCode.TOO_LARGE,
                     f"{path!r} does not fit in this answer ({cost} bytes encoded, {budget} left of "
-                    f"{limits.max_answer_bytes}); read it in a call of its own",
+                    f"{limits.max_answer_bytes}); {hint}, or in pages of lines with offset and limit",
                 )
             budget -= cost
             files[key] = content
-            digests[key] = hashlib.sha256(data).hexdigest()
+            digests[key] = digest
+            line_counts[key] = total
         except RpcError as exc:  # SandboxError is an RpcError
             errors[key] = _shorten(exc.message, MAX_MESSAGE_CHARS)
     if errors:
@@ -179,9 +290,9 @@ def read_files(
             _shorten(
                 f"could not read {len(errors)} of {len(params.files)} file(s): {failed}", MAX_SUMMARY_CHARS
             ),
-            {"files": files, "sha256": digests, "errors": errors},
+            {"files": files, "sha256": digests, "total_lines": line_counts, "errors": errors},
         )
-    return {"files": files, "sha256": digests}
+    return {"files": files, "sha256": digests, "total_lines": line_counts}
 
 
 def write_file(
@@ -191,49 +302,73 @@ def write_file(
     rules: IgnoreRules | None = None,
     checkpoints: Checkpoints | None = None,
 ) -> dict[str, Any]:
-    """Check, checkpoint, then atomically replace the file.
-
-    The previous content is read (and compared with ``expected_sha256``) at the
-    path the write resolves to, so a checkpoint always holds what the write
-    replaced.
-    """
+    """Check, checkpoint, then atomically replace the file."""
     data = params.content.encode("utf-8")
     if len(data) > limits.max_write_bytes:
         raise RpcError(
             ErrorCode.TOO_LARGE,
             f"content for {params.path!r} is {len(data)} bytes; the limit is {limits.max_write_bytes}",
         )
-    guard = None if rules is None else (lambda rel: rules.check_write(params.path, rel))
+    with WRITES:
+        return _write_bytes(sandbox, params.path, data, params.expected_sha256, limits, rules, checkpoints)
+
+
+def _write_bytes(
+    sandbox: Sandbox,
+    path: str,
+    data: bytes,
+    expected_sha256: str | None,
+    limits: FileLimits,
+    rules: IgnoreRules | None,
+    checkpoints: Checkpoints | None,
+) -> dict[str, Any]:
+    """What write_file and edit_file share: check, checkpoint, then atomically replace.
+
+    The previous content is read (and compared with ``expected_sha256``) at the
+    path the write resolves to, so a checkpoint always holds what the write
+    replaced.
+    """
+    guard = None if rules is None else (lambda rel: rules.check_write(path, rel))
     if guard is not None:
-        guard(_lexical(params.path))
+        guard(_lexical(path))
     try:
-        target: str | None = sandbox.resolve(params.path, must_exist=False)
+        target: str | None = sandbox.resolve(path, must_exist=False)
     except SandboxError as exc:
         if exc.code != ErrorCode.NOT_FOUND:
             raise
         target = None  # a parent folder is missing: the file is new, the write makes its folders
     previous: bytes | None = None
+    known = target is None  # whether `previous` is what the file holds now (None: no file)
     if target is not None:
         if guard is not None:
             guard(target)
-        if checkpoints is not None or params.expected_sha256 is not None:
+        if checkpoints is not None or expected_sha256 is not None:
+            known = True
             try:
                 previous = sandbox.read_file(target, max_bytes=limits.max_checkpoint_bytes)
             except SandboxError as exc:
                 if exc.code != ErrorCode.NOT_FOUND:
                     raise
-    if params.expected_sha256 is not None and (
-        previous is None or hashlib.sha256(previous).hexdigest() != params.expected_sha256
+    if expected_sha256 is not None and (
+        previous is None or hashlib.sha256(previous).hexdigest() != expected_sha256
     ):
         raise RpcError(
             ErrorCode.CONFLICT,
-            f"{params.path!r} changed since it was read (its sha256 is not expected_sha256): read it again",
+            f"{path!r} changed since it was read (its sha256 is not expected_sha256): read it again",
         )
     checkpoint = None
     if checkpoints is not None and target is not None:
         checkpoint = checkpoints.record(target, previous, data)
     try:
-        written = sandbox.write_file(target if target is not None else params.path, data, guard=guard)
+        # What was read (and checkpointed, and compared) must still be there at the rename:
+        # a change made meanwhile is a CONFLICT, never overwritten unseen.
+        written = sandbox.write_file(
+            target if target is not None else path,
+            data,
+            guard=guard,
+            expect_sha256=hashlib.sha256(previous).hexdigest() if previous is not None else None,
+            expect_absent=known and previous is None,
+        )
     except BaseException:
         if checkpoint is not None and checkpoints is not None:
             checkpoints.cancel(checkpoint)  # nothing changed: nothing to undo
@@ -243,4 +378,293 @@ def write_file(
     result = {"path": _wire(written.path), "bytes_written": written.bytes_written, "created": written.created}
     if checkpoint is not None:
         result["checkpoint"] = checkpoint
+    return result
+
+
+# --- edit_file ----------------------------------------------------------------------------
+
+#: Lines of context around each change in an edit's diff (as git's default).
+DIFF_CONTEXT = 3
+#: A changed block this many lines long (old and new) is shown as removed-then-added
+#: lines instead of being aligned line by line (difflib's matching is quadratic).
+MAX_ALIGNED_LINES = 4000
+#: Where occurrences are listed in a MULTIPLE_MATCHES message.
+MAX_LINES_NAMED = 10
+
+
+def _lines(text: str) -> list[str]:
+    """``text`` split after each newline (only ``\n``: a lone ``\r`` or a form feed is no line end)."""
+    parts = text.split("\n")
+    lines = [part + "\n" for part in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
+def _to_crlf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\n", "\r\n")
+
+
+def _occurrences(text: str, old: str, limit: int | None) -> list[int]:
+    """Where ``old`` occurs in ``text``, left to right and not overlapping (as ``str.replace``)."""
+    found: list[int] = []
+    at = text.find(old)
+    while at >= 0 and (limit is None or len(found) < limit):
+        found.append(at)
+        at = text.find(old, at + len(old))
+    return found
+
+
+def _line_end(text: str, at: int) -> int:
+    """The offset just past the line holding offset ``at`` (past its newline)."""
+    if at >= len(text):
+        return len(text)
+    newline = text.find("\n", at)
+    return len(text) if newline < 0 else newline + 1
+
+
+def _line_start(text: str, at: int) -> int:
+    return text.rfind("\n", 0, at) + 1
+
+
+def _extend_lines(text: str, start: int, end: int, lines: int) -> tuple[int, int]:
+    """``[start, end)`` (whole lines) grown by up to ``lines`` lines on each side."""
+    for _ in range(lines):
+        if start == 0:
+            break
+        start = _line_start(text, start - 1)
+    for _ in range(lines):
+        if end >= len(text):
+            break
+        end = _line_end(text, end)
+    return start, end
+
+
+def _blocks(text: str, positions: list[int], old_len: int) -> Iterator[tuple[int, int, list[int]]]:
+    """The stretches of whole lines of ``text`` that a diff shows: (start, end, occurrences in it).
+
+    Each occurrence takes the lines from the one it starts on to the one holding the
+    character after it (so a newline it removes or adds stays inside the stretch);
+    stretches grown by DIFF_CONTEXT lines each way that touch are merged, as a unified
+    diff merges hunks. Outside the stretches the text is unchanged, and a stretch's
+    edges are line boundaries in the new text too.
+    """
+    current: tuple[int, int, list[int]] | None = None
+    for at in positions:
+        start, end = _extend_lines(text, _line_start(text, at), _line_end(text, at + old_len), DIFF_CONTEXT)
+        if current is not None and start <= current[1]:
+            current = (current[0], max(current[1], end), [*current[2], at])
+            continue
+        if current is not None:
+            yield current
+        current = (start, end, [at])
+    if current is not None:
+        yield current
+
+
+def _hunk_range(start: int, length: int) -> str:
+    """A unified diff range: 1-based start, and the length unless it is 1 (as difflib)."""
+    if length == 1:
+        return str(start + 1)
+    return f"{start + 1 if length else start},{length}"
+
+
+def _grouped_opcodes(a: list[str], b: list[str]) -> list[list[tuple[str, int, int, int, int]]]:
+    if len(a) + len(b) <= MAX_ALIGNED_LINES:
+        return list(difflib.SequenceMatcher(None, a, b).get_grouped_opcodes(DIFF_CONTEXT))
+    head = 0
+    while head < min(len(a), len(b)) and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    lo = max(0, head - DIFF_CONTEXT)
+    group = [("equal", lo, head, lo, head), ("replace", head, len(a) - tail, head, len(b) - tail)]
+    group.append(
+        (
+            "equal",
+            len(a) - tail,
+            len(a) - tail + min(tail, DIFF_CONTEXT),
+            len(b) - tail,
+            len(b) - tail + min(tail, DIFF_CONTEXT),
+        )
+    )
+    return [[op for op in group if op[1] != op[2] or op[3] != op[4]]]
+
+
+def _diff_line(mark: str, line: str) -> str:
+    if line.endswith("\n"):
+        return mark + line
+    return f"{mark}{line}\n\\ No newline at end of file\n"
+
+
+def edit_diff(text: str, positions: list[int], old: str, new: str, path: str, limit: int) -> tuple[str, str]:
+    """(the new text, a unified diff of the change) for ``old`` replaced by ``new`` at ``positions``.
+
+    Built from the known places of the change, block by block (difflib only aligns
+    lines within a block), so a replace_all over a large file costs time linear in
+    the file. The diff stops at about ``limit`` characters, with a marker.
+    """
+    pieces: list[str] = []
+    at = 0
+    for position in positions:
+        pieces.append(text[at:position])
+        pieces.append(new)
+        at = position + len(old)
+    pieces.append(text[at:])
+    after = "".join(pieces)
+
+    out = [f"--- a/{path}\n", f"+++ b/{path}\n"]
+    size = len(out[0]) + len(out[1])
+    line_no, counted, shift = 0, 0, 0  # old line of offset `counted`; new-minus-old lines so far
+    blocks = list(_blocks(text, positions, len(old)))
+    for shown, (start, end, inside) in enumerate(blocks):
+        line_no += text.count("\n", counted, start)
+        counted = start
+        block = text[start:end]
+        new_block = block
+        if inside:
+            parts, cursor = [], 0
+            for position in inside:
+                parts.append(block[cursor : position - start])
+                parts.append(new)
+                cursor = position - start + len(old)
+            parts.append(block[cursor:])
+            new_block = "".join(parts)
+        a, b = _lines(block), _lines(new_block)
+        for group in _grouped_opcodes(a, b):
+            i1, i2, j1, j2 = group[0][1], group[-1][2], group[0][3], group[-1][4]
+            hunk = [
+                f"@@ -{_hunk_range(line_no + i1, i2 - i1)} +{_hunk_range(line_no + shift + j1, j2 - j1)} @@\n"
+            ]
+            for tag, o1, o2, n1, n2 in group:
+                if tag == "equal":
+                    hunk.extend(_diff_line(" ", line) for line in a[o1:o2])
+                    continue
+                hunk.extend(_diff_line("-", line) for line in a[o1:o2])
+                hunk.extend(_diff_line("+", line) for line in b[n1:n2])
+            hunk_text = "".join(hunk)
+            if size + len(hunk_text) > limit:
+                left = len(blocks) - shown
+                out.append(
+                    f"[... diff cut here: {left} more changed part(s) not shown; read the file to see them ...]\n"
+                )
+                return after, "".join(out)
+            out.append(hunk_text)
+            size += len(hunk_text)
+        shift += len(b) - len(a)
+    return after, "".join(out)
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def edit_file(
+    sandbox: Sandbox,
+    params: EditFileParams,
+    limits: FileLimits,
+    rules: IgnoreRules | None = None,
+    checkpoints: Checkpoints | None = None,
+) -> dict[str, Any]:
+    """Replace ``old_string`` by ``new_string`` in a text file: read, check, write as write_file does.
+
+    The file is read with its sha256, the new text computed, and written with that
+    sha256 as the expected one: a change made in between is a CONFLICT, never
+    overwritten. Bytes outside the replaced text are kept as they were (line
+    endings, a BOM, the last newline or its absence). In a file with CRLF line
+    endings, ``\n`` in old_string and new_string stands for ``\r\n`` when old_string
+    as given does not occur.
+    """
+    with WRITES:
+        return _edit(sandbox, params, limits, rules, checkpoints)
+
+
+def _edit(
+    sandbox: Sandbox,
+    params: EditFileParams,
+    limits: FileLimits,
+    rules: IgnoreRules | None,
+    checkpoints: Checkpoints | None,
+) -> dict[str, Any]:
+    path, old, new = params.path, params.old_string, params.new_string
+    if old == new:
+        raise RpcError(
+            ErrorCode.INVALID_PARAMS, "old_string and new_string are the same: nothing would change"
+        )
+    if rules is not None:
+        rules.check_write(path, _lexical(path))  # before the file system: no probing
+    guard = None if rules is None else (lambda rel: rules.check_write(path, rel))
+    try:
+        data = sandbox.read_file(path, max_bytes=limits.max_write_bytes, guard=guard)
+    except SandboxError as exc:
+        if exc.code == ErrorCode.NOT_FOUND:
+            raise RpcError(
+                exc.code, f"{exc.message}; edit_file changes existing files: create one with write_file"
+            ) from None
+        if exc.code == ErrorCode.TOO_LARGE:
+            raise RpcError(
+                exc.code, f"{exc.message}; edit_file changes files up to {limits.max_write_bytes} bytes"
+            ) from None
+        raise
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RpcError(
+            ErrorCode.NOT_TEXT, f"{path!r} is not UTF-8 text: edit_file changes text files only"
+        ) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if params.expected_sha256 is not None and digest != params.expected_sha256:
+        raise RpcError(
+            ErrorCode.CONFLICT,
+            f"{path!r} changed since it was read (its sha256 is not expected_sha256): read it again",
+        )
+    count = text.count(old)
+    if count == 0 and "\r\n" in text and "\n" in old and "\r" not in old:
+        crlf = _to_crlf(old)
+        if crlf in text:  # the file's CRLF line endings, sent as plain newlines
+            old, new = crlf, _to_crlf(new)
+            count = text.count(old)
+    if count == 0:
+        hint = ""
+        if _squash(old) and _squash(old) in _squash(text):
+            hint = " (the same text with different whitespace, indentation or line breaks is in the file)"
+        raise RpcError(
+            ErrorCode.NO_MATCH,
+            f"old_string was not found in {path!r}{hint}: it must match the file exactly, whitespace and "
+            "indentation included. Read the file again (read_files) and copy the text from it.",
+        )
+    if count > 1 and not params.replace_all:
+        where = _occurrences(text, old, MAX_LINES_NAMED)
+        lines, counted, line_no = [], 0, 1
+        for at in where:
+            line_no += text.count("\n", counted, at)
+            counted = at
+            lines.append(str(line_no))
+        more = ", ..." if count > len(where) else ""
+        raise RpcError(
+            ErrorCode.MULTIPLE_MATCHES,
+            f"old_string occurs {count} times in {path!r} (at lines {', '.join(lines)}{more}): include more "
+            f"of the surrounding lines to make it unique, or set replace_all=true to replace all {count}",
+            {"matches": count},
+        )
+    positions = _occurrences(text, old, None if params.replace_all else 1)
+    written_path = _wire(sandbox.resolve(path))
+    after, diff = edit_diff(text, positions, old, new, written_path, limits.max_diff_chars)
+    new_data = after.encode("utf-8")
+    if len(new_data) > limits.max_write_bytes:
+        raise RpcError(
+            ErrorCode.TOO_LARGE,
+            f"the edited {path!r} would be {len(new_data)} bytes; the limit is {limits.max_write_bytes}",
+        )
+    # The sha256 of what was read is the expected one: a change since is a CONFLICT.
+    written = _write_bytes(sandbox, path, new_data, digest, limits, rules, checkpoints)
+    result: dict[str, Any] = {
+        "path": written["path"],
+        "replacements": len(positions),
+        "diff": diff,
+        "sha256": hashlib.sha256(new_data).hexdigest(),
+    }
+    if "checkpoint" in written:
+        result["checkpoint"] = written["checkpoint"]
     return result

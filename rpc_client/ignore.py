@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +82,8 @@ class IgnoreRules:
     rules_file: str = IGNORE_FILE
 
     def __post_init__(self) -> None:
-        self._spec = pathspec.GitIgnoreSpec.from_lines(self.patterns)
+        self._spec = gitignore_spec(self.patterns)
+        self._any = _any_ignoring(self._spec)
 
     @classmethod
     def load(cls, root: Path, *, ignore_file: Path | None = None, defaults: bool = True) -> IgnoreRules:
@@ -115,6 +117,19 @@ class IgnoreRules:
         # A file inside an ignored folder: check each parent as a folder.
         parts = rel.split("/")
         return any(self._spec.match_file("/".join(parts[:i]) + "/") for i in range(1, len(parts)))
+
+    def hidden_entry(self, rel: str, *, is_dir: bool) -> bool:
+        """Whether an entry met in a walk is hidden, its folders being known not to be.
+
+        :meth:`hidden` without the check of each parent folder: a walk that enters only
+        folders this said were not hidden (from a start that :meth:`check_read`
+        allowed) has checked them already, and searching a large tree pays once per
+        entry instead of once per entry and level.
+        """
+        subject = rel + "/" if is_dir else rel
+        if self._any is not None and self._any.search(subject) is None:
+            return False  # no pattern that hides anything matches: most entries end here
+        return bool(self._spec.match_file(subject))
 
     def check_read(self, shown: str, rel: str) -> None:
         # As a file and as a folder: `.ssh` is refused whether it is one or the other.
@@ -170,6 +185,46 @@ class IgnoreRules:
                 )
 
 
+def gitignore_spec(lines: list[str]) -> pathspec.GitIgnoreSpec:
+    """``lines`` compiled with pathspec's pure-Python backend.
+
+    pathspec 1.x switches by itself to its RE2 backend when ``google-re2`` is
+    installed (search_files needs it), and that backend cannot take a file name
+    that is not UTF-8 (``"caf\\udce9"``): it raised instead of answering. The
+    simple backend matches any ``str``, as before.
+    """
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(lines, backend="simple")
+    except TypeError:  # pathspec < 1.0 has no backends (and never picks RE2)
+        return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def _any_ignoring(spec: pathspec.GitIgnoreSpec) -> re.Pattern[str] | None:
+    """One regular expression matching wherever any of ``spec``'s hiding patterns matches.
+
+    A path it does not match is not ignored (``!`` patterns only bring paths back), so
+    a walk asks the full spec, pattern by pattern, only about the few paths it
+    matches. None when the patterns are not the regular expressions expected.
+    """
+    sources = []
+    for pattern in spec.patterns:
+        regex = getattr(pattern, "regex", None)
+        include = getattr(pattern, "include", None)
+        if include is None:
+            continue  # a comment or blank line
+        if not isinstance(regex, re.Pattern):
+            return None
+        if include:
+            # pathspec marks a folder match with a named group; one name cannot appear twice.
+            sources.append("(?:" + regex.pattern.replace("(?P<ps_d>", "(?:") + ")")
+    if not sources:
+        return re.compile(r"(?!)")  # nothing is ever hidden
+    try:
+        return re.compile("|".join(sources))
+    except re.error:
+        return None
+
+
 def lexical_path(path: str) -> str:
     # The path as the caller wrote it, without './' and '//' (for matching only; the
     # sandbox resolves the real one).
@@ -186,6 +241,8 @@ class GitIgnore:
     def __init__(self, read: Callable[[str], bytes]) -> None:
         self._read = read
         self._specs: dict[str, pathspec.GitIgnoreSpec | None] = {}
+        #: For each folder: the (folder, spec) of itself and its parents that have rules.
+        self._chains: dict[str, list[tuple[str, pathspec.GitIgnoreSpec]]] = {}
 
     def _spec(self, folder: str) -> pathspec.GitIgnoreSpec | None:
         if folder not in self._specs:
@@ -198,15 +255,27 @@ class GitIgnore:
                     lines += self._read(name).decode("utf-8", errors="replace").splitlines()
                 except RpcError:
                     continue  # none there, or not readable inside the root: no rules from it
-            self._specs[folder] = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+            self._specs[folder] = gitignore_spec(lines) if lines else None
         return self._specs[folder]
 
+    def _chain(self, folder: str) -> list[tuple[str, pathspec.GitIgnoreSpec]]:
+        chain = self._chains.get(folder)
+        if chain is None:
+            parent = [] if not folder else self._chain(folder.rsplit("/", 1)[0] if "/" in folder else "")
+            spec = self._spec(folder)
+            chain = parent if spec is None else [*parent, (folder, spec)]
+            self._chains[folder] = chain
+        return chain
+
     def ignored(self, rel: str, is_dir: bool) -> bool:
-        parts = rel.strip("/").split("/")
+        """Whether the rules of any folder above ``rel`` (each matching the path below it) ignore it."""
+        rel = rel.strip("/")
+        parts = rel.split("/")
         if ".git" in parts:
             return True
-        for i in range(len(parts)):
-            spec = self._spec("/".join(parts[:i]))
-            if spec is not None and spec.match_file("/".join(parts[i:]) + ("/" if is_dir else "")):
+        suffix = "/" if is_dir else ""
+        for folder, spec in self._chain("/".join(parts[:-1])):
+            below = rel[len(folder) + 1 :] if folder else rel
+            if spec.match_file(below + suffix):
                 return True
         return False

@@ -27,7 +27,11 @@ resolves every link it shows, shares ``_LIST_STEPS`` among all of them and stops
 
 Files are opened for reading with ``O_NONBLOCK | O_NOFOLLOW | O_NOCTTY`` relative to the
 verified parent directory and checked with ``fstat`` against the handle that was judged,
-so a FIFO or device can neither hang the client nor be read.  Writes go to a fresh
+so a FIFO or device can neither hang the client nor be read (``open_file`` streams one in
+chunks, for ranged reads of files larger than a whole read allows).  A search walks with
+``walk_files``: from the resolved start, each folder opened with ``O_NOFOLLOW |
+O_DIRECTORY`` relative to its parent's descriptor, entry types taken from the listing
+itself, and no symbolic link followed at all.  Writes go to a fresh
 temporary file in the same directory that is then renamed over the target (atomic
 replace, no half-written files, and the rename replaces a directory entry instead of
 writing through a hard link).
@@ -53,11 +57,12 @@ Known limits (documented, not fixed)
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import secrets
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,8 +73,10 @@ from schemas.errors import ErrorCode, RpcError
 __all__ = [
     "MAX_LINK_FOLLOWS",
     "Entry",
+    "FileReader",
     "Sandbox",
     "SandboxError",
+    "WalkedFile",
     "WriteResult",
     "split_relative",
 ]
@@ -84,6 +91,10 @@ _MAX_PATH_BYTES = 4096
 _MAX_STEPS = 2048
 #: Most steps one listing may spend resolving the links it shows (a few seconds at worst).
 _LIST_STEPS = 2_000_000
+#: Bytes of a walked file shown to a search's ``accept_head`` (where binary files are told apart).
+_HEAD_BYTES = 8192
+#: A walked file up to this size is read whole at once, before ``accept_head`` sees its start.
+_SNIFF_WHOLE_BYTES = 256 * 1024
 
 # O_PATH handles can be fstat'ed and used as dir_fd, but never read: perfect for judging.
 _STEP_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -216,6 +227,172 @@ def _regular_file(res: _Resolved, path: str) -> None:
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _open_regular(
+    dir_fd: int, name: str, shown: str, judged: os.stat_result | None
+) -> tuple[int, os.stat_result]:
+    """Open ``name`` in ``dir_fd`` for reading: only a regular file, and only ``judged`` if given.
+
+    Without ``judged`` (a walk, which knows the name's type from its folder listing)
+    whatever is there now is checked instead.  O_NONBLOCK: a FIFO swapped in cannot
+    hang the open.
+    """
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # swapped for a link since it was judged
+            raise Sandbox._changed(shown) from None
+        raise _os_error(exc, shown) from None
+    try:
+        st = os.fstat(fd)
+        # The name may have been swapped since it was judged: read only the very
+        # file we checked, and only if it is (still) a regular file.
+        if not stat.S_ISREG(st.st_mode) or (judged is not None and not _same_file(st, judged)):
+            raise Sandbox._changed(shown)
+    except OSError as exc:
+        os.close(fd)
+        raise _os_error(exc, shown) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _check_unchanged(dir_fd: int, name: str, shown: str, expect_sha256: str | None) -> None:
+    """CONFLICT unless ``name`` holds content with digest ``expect_sha256`` (None: unless it is absent)."""
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if expect_sha256 is None:
+            return
+        raise SandboxError(
+            ErrorCode.CONFLICT, f"{shown!r} was deleted while it was being written: nothing was written"
+        ) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a link was put in its place
+            raise SandboxError(
+                ErrorCode.CONFLICT, f"{shown!r} changed while it was being written: nothing was written"
+            ) from None
+        raise
+    try:
+        if expect_sha256 is None:
+            raise SandboxError(
+                ErrorCode.CONFLICT,
+                f"{shown!r} was created by someone else while it was being written: nothing was written; "
+                "read it",
+            )
+        digest = hashlib.sha256()
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            while chunk := os.read(fd, 1 << 20):
+                digest.update(chunk)
+        if digest.hexdigest() != expect_sha256:
+            raise SandboxError(
+                ErrorCode.CONFLICT,
+                f"{shown!r} changed while it was being written: nothing was written; read it again",
+            )
+    finally:
+        os.close(fd)
+
+
+def _files_and_folders(dfd: int) -> list[tuple[str, bool]]:
+    """(name, is_dir) of the regular files and folders in ``dfd``, sorted; links and the rest left out.
+
+    The types come from the folder listing itself (``d_type``), which never follows a
+    link; where the file system does not give them, ``DirEntry`` asks ``lstat``.
+    """
+    found: list[tuple[str, bool]] = []
+    with os.scandir(dfd) as it:
+        for entry in it:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    found.append((entry.name, True))
+                elif entry.is_file(follow_symlinks=False):
+                    found.append((entry.name, False))
+            except OSError:
+                continue  # vanished since it was listed
+    found.sort()
+    return found
+
+
+class FileReader:
+    """A regular file open for reading, from :meth:`Sandbox.open_file`; valid inside its ``with``."""
+
+    def __init__(self, fd: int, path: str, size: int, max_bytes: int) -> None:
+        self._fd = fd
+        self.path = path
+        #: The size when it was opened (it may still grow or shrink).
+        self.size = size
+        self.max_bytes = max_bytes
+
+    def chunks(self, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        """The content in chunks of at most ``chunk_bytes``; TOO_LARGE past ``max_bytes``."""
+        remaining = self.max_bytes + 1  # one byte more tells us it grew past the limit
+        while remaining > 0:
+            try:
+                chunk = os.read(self._fd, min(remaining, chunk_bytes))
+            except OSError as exc:
+                raise _os_error(exc, self.path) from None
+            if not chunk:
+                return
+            remaining -= len(chunk)
+            if remaining <= 0:
+                raise Sandbox._too_large(self.path, None, self.max_bytes)
+            yield chunk
+
+    def read_all(self) -> bytes:
+        """The whole content (what is left of it); TOO_LARGE past ``max_bytes``."""
+        return b"".join(self.chunks())
+
+
+class WalkedFile:
+    """A regular file found by :meth:`Sandbox.walk_files`; readable until the walk moves on."""
+
+    __slots__ = ("_dir_fd", "_judged", "_name", "path")
+
+    def __init__(self, path: str, dir_fd: int, name: str, *, judged: os.stat_result | None = None) -> None:
+        #: Relative to the root.
+        self.path = path
+        self._dir_fd = dir_fd
+        self._name = name
+        self._judged = judged
+
+    def read(self, max_bytes: int, *, accept_head: Callable[[bytes], bool] | None = None) -> bytes | None:
+        """The file's bytes; TOO_LARGE past ``max_bytes``.
+
+        ``accept_head`` is shown the first bytes read (at least 8 KiB, or the whole
+        file if smaller); when it says False the rest is not read and None is answered
+        (e.g. a binary file that a search skips).
+        """
+        fd, st = _open_regular(self._dir_fd, self._name, self.path, self._judged)
+        try:
+            size = st.st_size
+            if size > max_bytes:
+                raise Sandbox._too_large(self.path, size, max_bytes)
+            # Most files are read whole by the first read: their size and one byte more. A
+            # large one is sniffed first, so a skipped binary file costs 8 KiB, not all of it.
+            want = min(max_bytes + 1, max(size + 1, _HEAD_BYTES))
+            if accept_head is not None and want > _SNIFF_WHOLE_BYTES:
+                want = _HEAD_BYTES
+            first = os.read(fd, want)
+            if accept_head is not None and not accept_head(first[:_HEAD_BYTES]):
+                return None
+            if len(first) < want:
+                return first  # a short read of a regular file: its end
+            chunks, total = [first], len(first)
+            while total <= max_bytes:
+                chunk = os.read(fd, min(max_bytes + 1 - total, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            if total > max_bytes:
+                raise Sandbox._too_large(self.path, None, max_bytes)
+            return b"".join(chunks)
+        except OSError as exc:
+            raise _os_error(exc, self.path) from None
+        finally:
+            os.close(fd)
 
 
 class _Steps:
@@ -550,6 +727,20 @@ class Sandbox:
         ``guard`` is called with the resolved relative path before anything is opened;
         it refuses by raising.
         """
+        with self.open_file(path, max_bytes=max_bytes, guard=guard) as reader:
+            return reader.read_all()
+
+    @contextmanager
+    def open_file(
+        self, path: str, *, max_bytes: int, guard: Callable[[str], None] | None = None
+    ) -> Iterator[FileReader]:
+        """The regular file ``path``, open for reading in chunks (:class:`FileReader`).
+
+        Judged as :meth:`read_file` judges: ``guard`` is called with the resolved
+        relative path before anything is opened, only the very regular file that was
+        judged is opened, and more than ``max_bytes`` (now, or grown while it is read)
+        is TOO_LARGE.
+        """
         if max_bytes < 0:
             raise SandboxError(ErrorCode.INVALID_PARAMS, "max_bytes must not be negative")
         with self._resolved(path) as res:
@@ -559,36 +750,94 @@ class Sandbox:
             assert res.name is not None and res.st is not None  # for the type checker: just checked
             if res.st.st_size > max_bytes:
                 raise self._too_large(path, res.st.st_size, max_bytes)
+            fd, st = _open_regular(res.parent_fd, res.name, path, res.st)
             try:
-                fd = os.open(res.name, _READ_FLAGS, dir_fd=res.parent_fd)
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:  # swapped for a link since it was judged
-                    raise self._changed(path) from None
-                raise _os_error(exc, path) from None
-            try:
-                st = os.fstat(fd)
-                # The name may have been swapped since it was judged: read only the very
-                # file we checked, and only if it is (still) a regular file.
-                if not stat.S_ISREG(st.st_mode) or not _same_file(st, res.st):
-                    raise self._changed(path)
                 if st.st_size > max_bytes:
                     raise self._too_large(path, st.st_size, max_bytes)
-                chunks: list[bytes] = []
-                remaining = max_bytes + 1  # one byte more tells us it grew past the limit
-                while remaining > 0:
-                    chunk = os.read(fd, min(remaining, 1 << 20))
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    remaining -= len(chunk)
-                data = b"".join(chunks)
-                if len(data) > max_bytes:
-                    raise self._too_large(path, None, max_bytes)
-                return data
-            except OSError as exc:
-                raise _os_error(exc, path) from None
+                yield FileReader(fd, path, st.st_size, max_bytes)
             finally:
                 os.close(fd)
+
+    def walk_files(
+        self,
+        path: str,
+        *,
+        hide: Callable[[str, bool], bool] | None = None,
+        guard: Callable[[str], None] | None = None,
+    ) -> Generator[WalkedFile, None, None]:
+        """Every regular file at or below ``path``, for a search.
+
+        ``path`` is resolved like any path (links in it are followed inside the root);
+        a regular file yields just itself.  Below a folder the walk goes depth first,
+        names sorted in each folder (the order of :meth:`list_dir`), and follows no
+        symbolic link at all (as ``grep -r`` and ripgrep): a link to a file or a folder
+        is skipped, whatever it points to, so nothing outside the root and nothing
+        hidden behind a link is reached.  FIFOs, sockets and devices are skipped and
+        never opened.  ``guard`` is called with the resolved relative path of the start
+        (as the walk itself resolved it) before anything below it is read; it refuses by
+        raising.  ``hide(path, is_dir)`` leaves an entry out, and a hidden folder is not
+        entered.  Folders that cannot be read, or nested deeper than
+        ``_MAX_DEPTH``, are skipped.
+
+        The walk holds descriptors while it is suspended: close the generator
+        (``contextlib.closing``) when stopping early.  Each :class:`WalkedFile` can be
+        read until the walk moves on.
+        """
+        with self._resolved(path) as res:
+            assert res.st is not None  # missing_ok is off: the walk found something
+            if guard is not None:
+                guard(res.rel())
+            if res.name is not None:
+                _regular_file(res, path)
+                yield WalkedFile(res.rel(), res.parent_fd, res.name, judged=res.st)
+                return
+            base, depth, want = res.rel(), len(res.dirs), res.st
+            try:
+                dfd = os.open(".", _DIR_FLAGS, dir_fd=res.parent_fd)
+            except OSError as exc:
+                raise _os_error(exc, path) from None
+        # (name, is_dir) of the folders being walked, from the top down, with their descriptors.
+        stack: list[tuple[int, str, Iterator[tuple[str, bool]], int]] = []
+        try:
+            if not _same_file(os.fstat(dfd), want):
+                raise self._changed(path)
+            try:
+                stack.append((dfd, base, iter(_files_and_folders(dfd)), depth))
+            except OSError as exc:
+                raise _os_error(exc, path) from None
+            while stack:
+                fd, prefix, names, level = stack[-1]
+                item = next(names, None)
+                if item is None:
+                    stack.pop()
+                    if fd != dfd:
+                        os.close(fd)
+                    continue
+                name, is_dir = item
+                rel = f"{prefix}/{name}" if prefix else name
+                if hide is not None and hide(rel, is_dir):
+                    continue
+                if not is_dir:
+                    yield WalkedFile(rel, fd, name)
+                    continue
+                if level >= _MAX_DEPTH:
+                    continue
+                try:
+                    # O_NOFOLLOW | O_DIRECTORY: a folder swapped for a link since the listing fails here.
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError:
+                    continue  # vanished, swapped for a link or a file, or unreadable
+                try:
+                    entries = _files_and_folders(child)
+                except OSError:
+                    os.close(child)
+                    continue
+                stack.append((child, rel, iter(entries), level + 1))
+        finally:
+            for fd, *_ in stack:
+                if fd != dfd:
+                    os.close(fd)
+            os.close(dfd)
 
     @staticmethod
     def _changed(path: str) -> SandboxError:
@@ -713,6 +962,8 @@ class Sandbox:
         *,
         create_parents: bool = True,
         guard: Callable[[str], None] | None = None,
+        expect_sha256: str | None = None,
+        expect_absent: bool = False,
     ) -> WriteResult:
         """Atomically replace (or create) the regular file ``path`` with ``data``.
 
@@ -720,6 +971,13 @@ class Sandbox:
         folders are created inside the root when ``create_parents``.  The existing file's
         permission bits are kept (new files get 0o644).  ``guard`` is called with the
         resolved relative path before anything is written; it refuses by raising.
+
+        ``expect_sha256`` (the file must still hold content with that digest) and
+        ``expect_absent`` (there must still be no file) are checked at the last moment,
+        after the new content is on disk and just before the rename: a change made by
+        someone else meanwhile is CONFLICT and nothing is replaced.  (Without a lock the
+        file system cannot compare and rename in one step; what is left is the time
+        between that check and the rename.)
         """
         split_relative(path)  # validate first: '/' is outside the root before it is a folder
         if path.endswith("/"):
@@ -748,7 +1006,14 @@ class Sandbox:
                         # rename() would bypass a read-only file's mode: honour it instead
                         # (as open() would: effective ids; root may still write).
                         raise SandboxError(ErrorCode.DENIED, f"{path!r} is read-only")
-                    written = self._replace(res.parent_fd, res.name, data, mode, res.st)
+                    check = None
+                    if expect_sha256 is not None or expect_absent:
+                        parent_fd, name = res.parent_fd, res.name
+
+                        def check() -> None:
+                            _check_unchanged(parent_fd, name, path, expect_sha256)
+
+                    written = self._replace(res.parent_fd, res.name, data, mode, res.st, check)
                 except OSError as exc:
                     raise _os_error(exc, path) from None
                 ok = True
@@ -772,8 +1037,18 @@ class Sandbox:
                 raise _os_error(exc, path) from None
 
     @staticmethod
-    def _replace(dir_fd: int, name: str, data: bytes, mode: int, old: os.stat_result | None) -> int:
-        """Write a temp file beside ``name`` and rename it over ``name``; clean up on failure."""
+    def _replace(
+        dir_fd: int,
+        name: str,
+        data: bytes,
+        mode: int,
+        old: os.stat_result | None,
+        before_rename: Callable[[], None] | None = None,
+    ) -> int:
+        """Write a temp file beside ``name`` and rename it over ``name``; clean up on failure.
+
+        ``before_rename`` may refuse (by raising) once the new content is on disk.
+        """
         stem = name
         while len(os.fsencode(stem)) > 200:  # leave room for the decoration within NAME_MAX
             stem = stem[:-1]
@@ -800,6 +1075,8 @@ class Sandbox:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            if before_rename is not None:
+                before_rename()
             os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             placed = True
         finally:

@@ -35,6 +35,10 @@ class ErrorCode(IntEnum):
     CANNOT_START = -32012
     BUSY = -32013
     CONFLICT = -32014
+    #: edit_file: old_string occurs nowhere in the file.
+    NO_MATCH = -32015
+    #: edit_file: old_string occurs more than once and replace_all is off.
+    MULTIPLE_MATCHES = -32016
     #: As LSP's RequestCancelled: the hub withdrew the request ($/cancelRequest).
     CANCELLED = -32800
 

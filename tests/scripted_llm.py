@@ -198,9 +198,12 @@ class ScriptedLLM:
     # --- reading what the hub sent ------------------------------------------
 
     def tool_messages(self, request: int = -1) -> dict[str, Any]:
-        """The tool answers of a request, by tool_call_id, each parsed from JSON when it is JSON."""
+        """The tool answers new in a request (after its last assistant message), by tool_call_id,
+        each parsed from JSON when it is JSON."""
         answers = {}
-        for m in self.requests[request]["messages"]:
+        messages = self.requests[request]["messages"]
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=-1)
+        for m in messages[last + 1 :]:
             if m.get("role") == "tool":
                 try:
                     answers[m["tool_call_id"]] = json.loads(m["content"])

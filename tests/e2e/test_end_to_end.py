@@ -221,6 +221,8 @@ def test_rest_errors_unknown_workspace_unknown_tool_bad_params(hub: Hub, project
     assert {t["function"]["name"] for t in tools} == {
         "list_files",
         "read_files",
+        "search_files",
+        "edit_file",
         "execute_command",
         "write_file",
         "undo",

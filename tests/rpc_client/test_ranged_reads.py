@@ -1,0 +1,194 @@
+"""read_files with offset and limit: pages of lines, total_lines, and files larger than a whole read allows."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rpc_client import files
+from rpc_client.dispatcher import ClientContext
+from rpc_client.files import FileLimits
+from rpc_client.policy import CommandPolicy, DangerousMode
+from rpc_client.sandbox import FileReader, Sandbox
+from schemas.errors import ErrorCode
+from tests.rpc_client.helpers import NoApprover, call
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "ten.txt").write_text("".join(f"line {i}\n" for i in range(1, 11)))
+    (root / "crlf.txt").write_bytes(b"a\r\nb\r\nc")
+    (root / "empty.txt").write_bytes(b"")
+    (root / ".env").write_text("KEY=s3cret\n")
+    return root
+
+
+def make_ctx(root: Path, limits: FileLimits) -> Iterator[ClientContext]:
+    with Sandbox(root) as sandbox:
+        yield ClientContext(
+            sandbox=sandbox,
+            policy=CommandPolicy(DangerousMode.DENY, read_only=False, approver=NoApprover()),
+            limits=limits,
+            report=lambda line: None,
+        )
+
+
+@pytest.fixture
+def ctx(root: Path) -> Iterator[ClientContext]:
+    # Small caps, so "larger than a whole read" is cheap to build.
+    yield from make_ctx(
+        root, FileLimits(max_file_bytes=1000, max_answer_bytes=3000, max_ranged_file_bytes=200_000)
+    )
+
+
+async def read(ctx: ClientContext, **params: Any) -> dict[str, Any]:
+    return await call(ctx, "read_files", params)
+
+
+async def test_a_page_of_lines_and_the_whole_files_digest_and_line_count(
+    ctx: ClientContext, root: Path
+) -> None:
+    result = (await read(ctx, files=["ten.txt"], offset=3, limit=2))["result"]
+    assert result["files"] == {"ten.txt": "line 3\nline 4\n"}
+    assert result["total_lines"] == {"ten.txt": 10}
+    assert result["sha256"] == {"ten.txt": hashlib.sha256((root / "ten.txt").read_bytes()).hexdigest()}
+
+
+async def test_offset_alone_reads_to_the_end_and_limit_alone_from_the_start(ctx: ClientContext) -> None:
+    assert (await read(ctx, files=["ten.txt"], offset=9))["result"]["files"]["ten.txt"] == "line 9\nline 10\n"
+    assert (await read(ctx, files=["ten.txt"], limit=1))["result"]["files"]["ten.txt"] == "line 1\n"
+
+
+async def test_past_the_end_is_empty_and_says_how_many_lines_there_are(ctx: ClientContext) -> None:
+    result = (await read(ctx, files=["ten.txt", "empty.txt"], offset=50, limit=5))["result"]
+    assert result["files"] == {"ten.txt": "", "empty.txt": ""}
+    assert result["total_lines"] == {"ten.txt": 10, "empty.txt": 0}
+
+
+async def test_line_endings_are_kept_and_a_last_line_without_newline_counts(ctx: ClientContext) -> None:
+    result = (await read(ctx, files=["crlf.txt"], offset=2, limit=5))["result"]
+    assert result["files"] == {"crlf.txt": "b\r\nc"}
+    assert result["total_lines"] == {"crlf.txt": 3}
+
+
+async def test_whole_reads_keep_the_original_answer_and_add_total_lines(ctx: ClientContext) -> None:
+    result = (await read(ctx, files=["ten.txt", "crlf.txt"]))["result"]
+    assert result["files"]["crlf.txt"] == "a\r\nb\r\nc"
+    assert set(result) == {"files", "sha256", "total_lines"}
+    assert result["total_lines"] == {"ten.txt": 10, "crlf.txt": 3}
+
+
+async def test_a_file_over_the_whole_read_cap_is_read_in_pages(ctx: ClientContext, root: Path) -> None:
+    big = "".join(f"{i:05d} {'x' * 20}\n" for i in range(5000))  # ~135 KB, over the 1000-byte whole read
+    (root / "big.log").write_text(big)
+    whole = (await read(ctx, files=["big.log"]))["error"]
+    assert whole["code"] == ErrorCode.PARTIAL_FAILURE
+    assert "offset and limit" in whole["data"]["errors"]["big.log"]
+    page = (await read(ctx, files=["big.log"], offset=4001, limit=3))["result"]
+    assert page["files"]["big.log"] == "".join(f"{i:05d} {'x' * 20}\n" for i in range(4000, 4003))
+    assert page["total_lines"]["big.log"] == 5000
+    assert page["sha256"]["big.log"] == hashlib.sha256(big.encode()).hexdigest()
+
+
+async def test_a_page_that_does_not_fit_the_answer_is_refused_with_advice(
+    ctx: ClientContext, root: Path
+) -> None:
+    (root / "wide.txt").write_text("".join("y" * 100 + "\n" for _ in range(100)))
+    error = (await read(ctx, files=["wide.txt"], offset=1))["error"]
+    assert error["code"] == ErrorCode.PARTIAL_FAILURE
+    assert "limit" in error["data"]["errors"]["wide.txt"]
+    assert (await read(ctx, files=["wide.txt"], offset=1, limit=10))["result"]["total_lines"][
+        "wide.txt"
+    ] == 100
+
+
+async def test_over_the_ranged_cap_is_too_large(ctx: ClientContext, root: Path) -> None:
+    (root / "huge.bin").write_bytes(b"z\n" * 150_000)
+    error = (await read(ctx, files=["huge.bin"], offset=1, limit=1))["error"]
+    assert "too large" in error["data"]["errors"]["huge.bin"]
+
+
+async def test_ranged_reads_refuse_what_whole_reads_refuse(
+    ctx: ClientContext, root: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "outside.txt").write_text("outside\n")
+    (root / "link").symlink_to(tmp_path / "outside.txt")
+    (root / "alias").symlink_to(".env")
+    error = (await read(ctx, files=[".env", "alias", "../outside.txt", "link", "nope"], offset=1, limit=1))[
+        "error"
+    ]
+    errors = error["data"]["errors"]
+    assert set(errors) == {".env", "alias", "../outside.txt", "link", "nope"}
+    assert "hidden" in errors[".env"] and "hidden" in errors["alias"]
+    assert "outside" in errors["link"]
+    assert "s3cret" not in str(error) and "outside\\n" not in str(error)
+
+
+async def test_a_fifo_never_hangs_a_ranged_read(ctx: ClientContext, root: Path) -> None:
+    import os
+
+    os.mkfifo(root / "pipe")
+    error = (await read(ctx, files=["pipe"], offset=1, limit=1))["error"]
+    assert "not a regular file" in error["data"]["errors"]["pipe"]
+
+
+async def test_base64_pages_are_the_bytes_of_those_lines(ctx: ClientContext, root: Path) -> None:
+    (root / "bin").write_bytes(b"\x00\x01\n\xff\xfe\n")
+    result = (await read(ctx, files=["bin"], offset=2, limit=1, encoding="base64"))["result"]
+    assert result["files"]["bin"] == "//4K"
+    text_error = (await read(ctx, files=["bin"], offset=2, limit=1))["error"]
+    assert "base64" in text_error["data"]["errors"]["bin"]
+
+
+@given(
+    data=st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\r\n", b"\xc3\xa9", b"\n\n"]), max_size=60).map(
+        b"".join
+    ),
+    offset=st.integers(1, 30),
+    limit=st.none() | st.integers(1, 30),
+    chunk=st.integers(1, 7),
+)
+def test_pages_read_in_any_chunking_are_the_lines_of_the_file(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes, offset: int, limit: int | None, chunk: int
+) -> None:
+    root = tmp_path_factory.mktemp("pages")
+    (root / "f").write_bytes(data)
+    lines = _lines(data)  # only "\n" ends a line (bytes.splitlines would split at "\r" too)
+    want = b"".join(lines[offset - 1 : None if limit is None else offset - 1 + limit])
+    original = FileReader.chunks
+    try:  # every chunk boundary: a line split across chunks, a window starting or ending at one
+        FileReader.chunks = lambda self, chunk_bytes=chunk: original(self, chunk)  # type: ignore[method-assign]
+        with Sandbox(root) as sandbox:
+            got, digest, total = files._read_lines(
+                sandbox, "f", offset, limit, max_file_bytes=10_000, budget=10_000, guard=None
+            )
+    finally:
+        FileReader.chunks = original  # type: ignore[method-assign]
+    assert got == want
+    assert total == len(lines) == files.count_lines(data)
+    assert digest == hashlib.sha256(data).hexdigest()
+
+
+def _lines(data: bytes) -> list[bytes]:
+    parts = data.split(b"\n")
+    return [p + b"\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+async def test_a_file_over_the_default_8_mib_cap_is_read_in_pages(root: Path) -> None:
+    line = "x" * 99 + "\n"
+    (root / "big.txt").write_text(line * 90_000 + "the end\n")  # ~9 MB
+    for ctx in make_ctx(root, FileLimits()):
+        whole = (await read(ctx, files=["big.txt"]))["error"]
+        assert "offset and limit" in whole["data"]["errors"]["big.txt"]
+        page = (await read(ctx, files=["big.txt"], offset=90_001, limit=10))["result"]
+        assert page["files"]["big.txt"] == "the end\n" and page["total_lines"]["big.txt"] == 90_001
