@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ from rpc_client.scope import CURRENT, OutputStreamer, RequestScope
 from rpc_client.terminal import printable
 from schemas.errors import ErrorCode, RpcError, error_name
 from schemas.framing import dump_json
+from schemas.jsonrpc import Request
 from schemas.tools import (
     EditFileParams,
     ExecuteCommandParams,
@@ -348,4 +350,34 @@ async def dispatch(ctx: ClientContext, text: str) -> str:
     return response
 
 
-__all__ = ["METHODS", "ClientContext", "dispatch"]
+# jsonrpcserver binds params with inspect.signature on every call; a signature computed once
+# and kept on the function is what inspect.signature returns first (a twentieth of a small call).
+for _method in METHODS.values():
+    _method.__signature__ = inspect.signature(_method)  # type: ignore[attr-defined]
+
+
+def _checked(request: dict[str, Any]) -> dict[str, Any]:
+    return request
+
+
+async def dispatch_request(ctx: ClientContext, request: Request) -> str:
+    """Answer a request the transport has already parsed and checked (:func:`schemas.jsonrpc.parse_message`).
+
+    jsonrpcserver still binds the params and calls the method, but does not parse the
+    text a second time nor check it again against its JSON Schema (a tenth of a small
+    call's cost in the client).
+    """
+    wire = request.model_dump(exclude_none=True)
+    wire["jsonrpc"] = "2.0"
+    response: str = await async_dispatch(
+        "",
+        methods=METHODS,
+        context=ctx,
+        serializer=dump_json,
+        deserializer=lambda _text: wire,
+        validator=_checked,
+    )
+    return response
+
+
+__all__ = ["METHODS", "ClientContext", "dispatch", "dispatch_request"]

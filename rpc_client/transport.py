@@ -24,7 +24,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from rpc_client.dispatcher import METHODS, ClientContext, dispatch
+from rpc_client.dispatcher import METHODS, ClientContext, dispatch_request
 from rpc_client.errors import AuthRefused, ClientExit, HandshakeRefused, TlsRefused, UsageError
 from rpc_client.scope import CURRENT, RequestScope
 from schemas.errors import ErrorCode
@@ -106,8 +106,9 @@ async def handshake(ws: ClientConnection, workspace: str) -> str:
     return workspace_id
 
 
-async def _answer(ws: ClientConnection, ctx: ClientContext, frame: str, request_id: RequestId) -> None:
-    text = await dispatch(ctx, frame)
+async def _answer(ws: ClientConnection, ctx: ClientContext, request: Request) -> None:
+    request_id = request.id
+    text = await dispatch_request(ctx, request)
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError:
@@ -180,7 +181,7 @@ async def serve(ws: ClientConnection, ctx: ClientContext) -> None:
                 key = _scope_key(message.id)
                 context = contextvars.copy_context()
                 context.run(CURRENT.set, scope)
-                task = asyncio.create_task(_answer(ws, ctx, frame, message.id), context=context)
+                task = asyncio.create_task(_answer(ws, ctx, message), context=context)
                 scopes[key] = scope
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)

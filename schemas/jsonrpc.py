@@ -107,15 +107,17 @@ def parse_message(value: object) -> Message | Malformed:
             return Malformed(
                 ErrorCode.INVALID_PARAMS, '"params" must be an object (by-name parameters)', answer_id
             )
+        # Every member is checked above: the models are built without validating again
+        # (this runs for every frame on both sides).
         if "id" not in value:
-            return Notification(method=method, params=params)
+            return Notification.model_construct(method=method, params=params)
         if raw_id is None:
             return Malformed(ErrorCode.INVALID_REQUEST, '"id" must be a string or an integer')
-        return Request(id=raw_id, method=method, params=params)
+        return Request.model_construct(id=raw_id, method=method, params=params)
     if "result" in value and "error" not in value:
         if answer_id is None:
             return Malformed(ErrorCode.INVALID_REQUEST, "a response needs the request's id")
-        return Response(id=answer_id, result=value["result"])
+        return Response.model_construct(id=answer_id, result=value["result"])
     if "error" in value and "result" not in value:
         error = value["error"]
         if (
@@ -147,4 +149,12 @@ def to_wire(message: Message) -> dict[str, Any]:
         if message.error.data is not None:
             error["data"] = message.error.data
         return {"jsonrpc": JSONRPC, "id": message.id, "error": error}
-    return message.model_dump(exclude_none=not isinstance(message, Response))
+    if isinstance(message, Response):
+        return {"jsonrpc": JSONRPC, "id": message.id, "result": message.result}
+    wire: dict[str, Any] = {"jsonrpc": JSONRPC}
+    if isinstance(message, Request):
+        wire["id"] = message.id
+    wire["method"] = message.method
+    if message.params is not None:
+        wire["params"] = message.params
+    return wire
