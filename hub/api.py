@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
-from hub.errors import AmbiguousName, CallTimeout, WorkspaceGone
+from hub.errors import AmbiguousName, CallTimeout, WorkspaceBusy, WorkspaceGone
 from hub.registry import Registry, Workspace
 from hub.settings import HubSettings
 from schemas.envelope import error_payload, success_payload
@@ -123,6 +123,8 @@ async def _event_stream(
             events.put_nowait(("error", {"status_code": 504, "detail": str(exc)}))
         except WorkspaceGone as exc:
             events.put_nowait(("error", {"status_code": 502, "detail": str(exc)}))
+        except WorkspaceBusy as exc:
+            events.put_nowait(("error", {"status_code": 429, "detail": str(exc)}))
         except Exception:  # the stream must end whatever happens
             log.exception("%s: streaming call failed", method)
             events.put_nowait(
@@ -194,6 +196,8 @@ def build_router(registry: Registry, settings: HubSettings, require_token: Calla
             raise HTTPException(504, str(exc)) from None
         except WorkspaceGone as exc:
             raise HTTPException(502, str(exc)) from None
+        except WorkspaceBusy as exc:
+            raise HTTPException(429, str(exc), headers={"Retry-After": "1"}) from None
         except CallerGone:
             return JSONResponse({"detail": "the caller hung up"}, CLIENT_CLOSED)
         return JSONResponse(answer_payload(answer))

@@ -170,6 +170,8 @@ def serve(args: argparse.Namespace) -> int:
         port=port,
         log_level=log_level,
         ws_max_size=settings.max_frame_bytes,
+        ws_ping_interval=settings.ping_interval,
+        ws_ping_timeout=settings.ping_timeout,
         timeout_graceful_shutdown=5,
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,

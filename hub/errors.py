@@ -77,3 +77,7 @@ class CallTimeout(WorkspaceError):
 
 class WorkspaceGone(WorkspaceError):
     """The client went away before answering."""
+
+
+class WorkspaceBusy(WorkspaceError):
+    """The workspace has as many calls in flight as the hub allows; try again when one ends."""

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub.errors import AmbiguousName, CallTimeout, WorkspaceGone
+from hub.errors import AmbiguousName, CallTimeout, WorkspaceBusy, WorkspaceGone
 from schemas.framing import Framing, encode_frame
 from schemas.jsonrpc import ErrorResponse, Notification, Request, RequestId, Response
 from schemas.protocol import CANCEL_REQUEST
@@ -50,6 +50,8 @@ class Workspace:
     framing: Framing
     send: Send
     client: str | None = None
+    #: Calls waiting for this client's answers at once; more are refused (WorkspaceBusy), not queued.
+    max_in_flight: int = 64
     #: The methods the client said it serves at initialize (None: it did not say).
     tools: list[str] | None = None
     #: Closes the socket (the WebSocket route gives it; None: nothing to close).
@@ -95,6 +97,11 @@ class Workspace:
         """
         if self._closed is not None:
             raise WorkspaceGone("the workspace's client is no longer connected")
+        if len(self._pending) >= self.max_in_flight:
+            raise WorkspaceBusy(
+                f"workspace {self.name!r} has {self.max_in_flight} calls in flight, the most the hub "
+                "allows; retry when one ends"
+            )
         request_id = self._next_id()
         key = _key(request_id)
         future: asyncio.Future[Response | ErrorResponse] = asyncio.get_running_loop().create_future()

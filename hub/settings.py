@@ -29,6 +29,14 @@ class HubSettings:
     command_timeout_margin: float = 10.0
     #: Largest frame accepted from a client (uvicorn's ws_max_size).
     max_frame_bytes: int = 16 * MiB
+    #: Workspaces connected at once; one more is closed with 1013 (try again later) and its client retries.
+    max_workspaces: int = 1000
+    #: Calls in flight per workspace (the client serves 64 at once); more get 429 / WorkspaceBusy.
+    max_in_flight: int = 64
+    #: WebSocket pings: a peer that does not answer one within ping_timeout is disconnected,
+    #: so half-open connections (a laptop that slept, a dropped NAT entry) are noticed.
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
     #: Largest REST request body.
     max_body_bytes: int = 32 * MiB
     #: The model: an OpenAI-compatible base URL ("local": the in-process demo model), its name and key.

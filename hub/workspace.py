@@ -132,6 +132,14 @@ def build_router(
             with contextlib.suppress(Exception):
                 await ws.close(code=status.WS_1012_SERVICE_RESTART, reason="the hub is shutting down")
             return
+        if len(registry) >= settings.max_workspaces:  # 1013: the client tries again later
+            log.warning("refusing a workspace: the hub holds its maximum of %d", settings.max_workspaces)
+            with contextlib.suppress(Exception):
+                await ws.close(
+                    code=status.WS_1013_TRY_AGAIN_LATER,
+                    reason=f"the hub holds its maximum of {settings.max_workspaces} workspaces",
+                )
+            return
 
         send_lock = asyncio.Lock()
 
@@ -150,6 +158,7 @@ def build_router(
                         await ws.close(code=code, reason=reason[:120])
 
         workspace = Workspace(
+            max_in_flight=settings.max_in_flight,
             name=params.workspace,
             framing=framing,
             send=send,

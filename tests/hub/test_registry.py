@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from hub.errors import WorkspaceBusy
 from hub.registry import AmbiguousName, CallTimeout, Registry, Workspace, WorkspaceGone
 from schemas.framing import Framing
 from schemas.jsonrpc import ErrorObject, ErrorResponse, Notification, Response
@@ -165,3 +166,23 @@ async def test_notifications_reach_the_listener_of_their_call_only() -> None:
     await call
     assert heard == [chunk]
     assert sock.frames.empty()  # answered: nothing withdrawn
+
+
+async def test_calls_past_the_in_flight_limit_are_refused_at_once_not_queued() -> None:
+    sock = FakeSocket()
+    ws = Workspace(name="proj", framing=Framing.JSONRPC, send=sock.send, max_in_flight=2)
+    first = asyncio.create_task(ws.call("read_files", {"files": ["a"]}, timeout=5))
+    second = asyncio.create_task(ws.call("read_files", {"files": ["b"]}, timeout=5))
+    req_a, _ = await sock.frames.get(), await sock.frames.get()
+    with pytest.raises(WorkspaceBusy, match="2 calls in flight"):
+        await ws.call("read_files", {"files": ["c"]}, timeout=5)
+    assert sock.frames.empty()  # the refused call never reached the client
+    ws.on_answer(Response(id=req_a["id"], result={"files": {}}))
+    await first
+    third = asyncio.create_task(ws.call("read_files", {"files": ["c"]}, timeout=5))  # a slot is free again
+    req_c = await sock.frames.get()
+    ws.fail_all("done")
+    for task in (second, third):
+        with pytest.raises(WorkspaceGone):
+            await task
+    assert req_c["params"] == {"files": ["c"]}

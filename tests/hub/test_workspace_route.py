@@ -208,3 +208,20 @@ def test_the_hub_log_never_shows_the_token() -> None:
     )
     RedactSecret("s3cr3t").filter(record)
     assert "s3cr3t" not in record.getMessage() and "<token>" in record.getMessage()
+
+
+def test_a_workspace_past_the_hub_maximum_is_told_to_try_again_later(tmp_path: Path) -> None:
+    client = TestClient(create_app(HubSettings(token=TOKEN, home=tmp_path, max_workspaces=1)))
+    hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"workspace": "p"}}
+    with client.websocket_connect("/ws/workspace", headers=AUTH) as first:
+        first.send_text(json.dumps(hello))
+        assert "workspace_id" in first.receive_json()["result"]
+        with client.websocket_connect("/ws/workspace", headers=AUTH) as second:
+            second.send_text(json.dumps(hello))
+            with pytest.raises(WebSocketDisconnect) as closed:
+                second.receive_json()
+            assert closed.value.code == 1013 and "maximum of 1 workspaces" in closed.value.reason
+        assert len(client.get("/api/workspaces", headers=AUTH).json()) == 1
+    with client.websocket_connect("/ws/workspace", headers=AUTH) as again:  # a slot is free again
+        again.send_text(json.dumps(hello))
+        assert "workspace_id" in again.receive_json()["result"]
