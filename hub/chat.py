@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,9 @@ log = logging.getLogger("aihub.hub")
 #: What a client that names no tools at initialize serves: the original schema's four.
 ORIGINAL_TOOLS = ("list_files", "read_files", "execute_command", "write_file")
 MAX_MESSAGE_CHARS = 200_000
+#: Characters of commands' output waiting for a stream's caller; past it, output is dropped (and
+#: the caller told how much) rather than kept for a caller who does not read.
+MAX_QUEUED_OUTPUT_CHARS = 1_000_000
 
 
 class ChatRequest(BaseModel):
@@ -89,6 +93,66 @@ class WorkspaceTools:
         return answer_payload(answer)
 
 
+class EventQueue:
+    """A turn's events waiting for its stream's caller.
+
+    Every event is kept but commands' output, which the turn cannot slow down: past
+    ``max_output`` characters waiting, a call's output is dropped until the caller
+    catches up, and the caller then gets one ``output`` event saying how much.
+    """
+
+    def __init__(self, max_output: int = MAX_QUEUED_OUTPUT_CHARS) -> None:
+        self.max_output = max_output
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self._output = 0
+        #: tool_call_id -> (stream, characters dropped)
+        self._dropped: dict[Any, tuple[str, int]] = {}
+
+    def put(self, name: str, data: dict[str, Any]) -> None:
+        call = data.get("tool_call_id") if name == "output" else data.get("id")
+        if name == "output":
+            size = len(str(data.get("data", "")))
+            if self._output + size > self.max_output:
+                _, dropped = self._dropped.get(call, ("", 0))
+                self._dropped[call] = (str(data.get("stream", "stdout")), dropped + size)
+                return
+        if call in self._dropped and name in ("output", "tool_result"):
+            stream, dropped = self._dropped.pop(call)
+            note = f"\n[... {dropped} characters of output not shown: they came faster than they were read ...]\n"
+            self._put("output", {"tool_call_id": call, "stream": stream, "data": note})
+        self._put(name, data)
+
+    def _put(self, name: str, data: dict[str, Any]) -> None:
+        if name == "output":
+            self._output += len(str(data.get("data", "")))
+        self._queue.put_nowait((name, data))
+
+    def _taken(self, event: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+        name, data = event
+        if name == "output":
+            self._output -= len(str(data.get("data", "")))
+        return event
+
+    async def get(self) -> tuple[str, dict[str, Any]]:
+        return self._taken(await self._queue.get())
+
+    def get_nowait(self) -> tuple[str, dict[str, Any]]:
+        return self._taken(self._queue.get_nowait())
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """The conversation store failing (locked by another process, a full disk...) is a 503 that says so."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        log.error("the conversation store failed: %s", exc)
+        raise HTTPException(503, f"the hub cannot use its conversation store: {exc}") from None
+
+
 def _event(name: str, data: dict[str, Any]) -> str:
     return f"event: {name}\ndata: {dump_json(data)}\n\n"
 
@@ -131,19 +195,20 @@ class ChatService:
                 "no model is configured: start the hub with AIHUB_LLM_BASE_URL and AIHUB_LLM_MODEL "
                 "(or --llm-base-url/--llm-model); see the README",
             )
-        if request.conversation_id is None:
-            conversation_id = self.store.create(workspace.name, self.model.name, request.message)
-            history: list[Message] = []
-        else:
-            conversation_id = request.conversation_id
-            if self.store.get(conversation_id) is None:
-                raise HTTPException(404, f"no conversation {conversation_id!r}")
-            if conversation_id in self.running:
-                raise HTTPException(
-                    409, f"conversation {conversation_id!r} has a turn running; cancel it or wait"
-                )
-            history = self.store.history(conversation_id)
-        recorder = self.store.begin_turn(conversation_id, workspace.id)
+        with store_errors():
+            if request.conversation_id is None:
+                conversation_id = self.store.create(workspace.name, self.model.name, request.message)
+                history: list[Message] = []
+            else:
+                conversation_id = request.conversation_id
+                if self.store.get(conversation_id) is None:
+                    raise HTTPException(404, f"no conversation {conversation_id!r}")
+                if conversation_id in self.running:
+                    raise HTTPException(
+                        409, f"conversation {conversation_id!r} has a turn running; cancel it or wait"
+                    )
+                history = self.store.history(conversation_id)
+            recorder = self.store.begin_turn(conversation_id, workspace.id)
         runner = WorkspaceTools(workspace, self.settings)
         turn = Turn(self.model, runner, recorder, self.limits(), emit)
         system = system_prompt(workspace.name, runner.tools())
@@ -226,10 +291,8 @@ def build_router(registry: Registry, service: ChatService, require_token: Callab
                 422, [{**e, "loc": ["body", *e["loc"]]} for e in validation_errors(exc)]
             ) from None
         if "text/event-stream" in request.headers.get("accept", ""):
-            events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
-            turn, recorder, task = service.begin(
-                workspace, chat_request, lambda name, data: events.put_nowait((name, data))
-            )
+            events = EventQueue()
+            turn, recorder, task = service.begin(workspace, chat_request, events.put)
             return StreamingResponse(
                 _stream(service, turn, recorder, task, events),
                 media_type="text/event-stream",
@@ -247,11 +310,13 @@ def build_router(registry: Registry, service: ChatService, require_token: Callab
 
     @router.get("/conversations")
     async def list_conversations() -> list[dict[str, Any]]:
-        return service.store.recent()
+        with store_errors():
+            return service.store.recent()
 
     @router.get("/conversations/{conversation_id}")
     async def get_conversation(conversation_id: str) -> dict[str, Any]:
-        detail = service.store.detail(conversation_id)
+        with store_errors():
+            detail = service.store.detail(conversation_id)
         if detail is None:
             raise HTTPException(404, f"no conversation {conversation_id!r}")
         detail["running"] = conversation_id in service.running
@@ -259,7 +324,9 @@ def build_router(registry: Registry, service: ChatService, require_token: Callab
 
     @router.post("/conversations/{conversation_id}/cancel")
     async def cancel(conversation_id: str) -> dict[str, Any]:
-        if service.store.get(conversation_id) is None:
+        with store_errors():
+            known = service.store.get(conversation_id) is not None
+        if not known:
             raise HTTPException(404, f"no conversation {conversation_id!r}")
         if not service.cancel(conversation_id):
             raise HTTPException(409, f"conversation {conversation_id!r} has no turn running")
@@ -273,7 +340,7 @@ async def _stream(
     turn: Turn,
     recorder: TurnRecorder,
     task: asyncio.Task[TurnResult],
-    events: asyncio.Queue[tuple[str, dict[str, Any]]],
+    events: EventQueue,
 ) -> AsyncIterator[str]:
     """``start``, the turn's events as they happen, then ``done`` or ``error``.
 

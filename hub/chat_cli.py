@@ -34,6 +34,7 @@ class ChatFailed(Exception):
     """One line for the user, and the exit status."""
 
     def __init__(self, message: str, status: int = 1) -> None:
+        message = " ".join(message.split())  # an upstream's message or a proxy's page may span lines
         super().__init__(message)
         self.message = message
         self.status = status
@@ -104,7 +105,15 @@ def _events(response: httpx2.Response) -> Iterator[tuple[str, dict[str, Any]]]:
     for line in response.iter_lines():
         if line == "":
             if data:
-                yield name, json.loads("\n".join(data))
+                try:
+                    value = json.loads("\n".join(data))
+                except ValueError:
+                    value = None
+                if not isinstance(value, dict):
+                    raise ChatFailed(
+                        f"the hub sent a {name!r} event that is not a JSON object: {data[0][:100]!r}"
+                    )
+                yield name, value
             name, data = "message", []
         elif line.startswith("event:"):
             name = line[6:].strip()
@@ -247,7 +256,7 @@ class Chat:
                 self.turn(message)
             except ChatFailed as exc:
                 if exc.status == 3:
-                    self.errors.print(Text(exc.message, style="yellow"))
+                    self.errors.print(Text(exc.message, style="yellow"), soft_wrap=True)
                     continue
                 raise
 
@@ -261,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             chat.interactive()
     except ChatFailed as exc:
-        errors.print(Text(f"aihub chat: {exc.message}", style="red"))
+        errors.print(Text(f"aihub chat: {exc.message}", style="red"), soft_wrap=True)
         return exc.status
     except KeyboardInterrupt:
         return 130

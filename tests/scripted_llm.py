@@ -4,7 +4,7 @@ It serves ``POST /v1/chat/completions`` over real HTTP (uvicorn in a thread on a
 free 127.0.0.1 port), streamed as Chat Completions chunks when asked, exactly as
 the ``openai`` SDK in the hub expects. Each request takes the next entry of the
 script: a :class:`Reply` (text and tool calls), a :class:`Fail` (an HTTP error or
-garbage), or a callable that builds a Reply from the request (so a step can use
+garbage), a :class:`Raw` stream (chunks as given: malformed, cut, endless), or a callable that builds a Reply from the request (so a step can use
 what an earlier tool answered). Every request body is kept for assertions.
 """
 
@@ -49,7 +49,27 @@ class Fail:
     delay: float = 0.0
 
 
-Step = Reply | Fail | Callable[[dict[str, Any]], Reply]
+@dataclass
+class Raw:
+    """A stream sent as it is, for a broken or hostile endpoint.
+
+    Each chunk is a dict (the fields of one ``data:`` chunk, such as ``choices``
+    or ``usage``, sent as JSON) or a str (sent verbatim). ``pause`` seconds pass
+    between chunks; ``cut`` drops the connection at the end instead of finishing
+    the response; ``forever`` repeats the last chunk until the hub hangs up.
+    """
+
+    chunks: list[dict[str, Any] | str]
+    pause: float = 0.0
+    cut: bool = False
+    forever: bool = False
+
+
+class _Cut(Exception):
+    """Raised in a response's body: uvicorn drops the connection mid-body."""
+
+
+Step = Reply | Fail | Raw | Callable[[dict[str, Any]], Reply]
 
 
 class ScriptedLLM:
@@ -74,7 +94,7 @@ class ScriptedLLM:
         with self._lock:
             self.script.extend(steps)
 
-    def _next(self, body: dict[str, Any]) -> Reply | Fail:
+    def _next(self, body: dict[str, Any]) -> Reply | Fail | Raw:
         with self._lock:
             self.requests.append(body)
             step = self.script.pop(0) if self.script else self.default
@@ -83,6 +103,8 @@ class ScriptedLLM:
     async def _completions(self, request: Request) -> Response:
         body = await request.json()
         step = self._next(body)
+        if isinstance(step, Raw):
+            return StreamingResponse(self._raw(step), media_type="text/event-stream")
         if step.delay:
             await asyncio.sleep(step.delay)
         if isinstance(step, Fail):
@@ -173,6 +195,24 @@ class ScriptedLLM:
         if include_usage and step.usage is not None:
             yield f"data: {json.dumps({**base, 'choices': [], 'usage': self._usage(step)})}\n\n"
         yield "data: [DONE]\n\n"
+
+    @staticmethod
+    async def _raw(step: Raw) -> AsyncIterator[str]:
+        base = {"id": "chatcmpl-raw", "object": "chat.completion.chunk", "created": 0, "model": "scripted"}
+
+        def event(chunk: dict[str, Any] | str) -> str:
+            if isinstance(chunk, str):
+                return chunk
+            return f"data: {json.dumps({**base, **chunk})}\n\n"
+
+        for chunk in step.chunks:
+            yield event(chunk)
+            await asyncio.sleep(step.pause)
+        while step.forever:
+            yield event(step.chunks[-1])
+            await asyncio.sleep(step.pause)
+        if step.cut:
+            raise _Cut("the scripted stream is cut here")
 
     # --- lifecycle --------------------------------------------------------
 

@@ -3,16 +3,20 @@
 It depends on three small protocols and nothing from FastAPI: a
 :class:`~hub.llm.model.ChatModel`, a :class:`ToolRunner` (the workspace's tools)
 and a :class:`Recorder` (where the conversation is kept). Each model turn's tool
-calls run concurrently; every call is answered with its ``tool_call_id``, in the
-order the model made them, even when the turn is cancelled; arguments that are
-not JSON or do not validate are answered with an error the model can act on.
+calls run concurrently, a bounded number at once; every call is answered with its
+``tool_call_id``, in the order the model made them, even when the turn is
+cancelled (and a history the hub did not get to answer is completed before it is
+sent again); arguments that are not JSON or do not validate are answered with an
+error the model can act on.
 Runaway turns end at a step limit or a token budget with a clear final message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +69,9 @@ class LoopLimits:
     max_tokens: int = 400_000
     #: Characters of one tool result shown to the model; the rest is cut with a marker.
     max_result_chars: int = 24_000
+    #: Tool calls of one model turn running at once, the others waiting for a slot (a client
+    #: serves 64 requests at once, for every caller, and answers "busy" beyond).
+    max_parallel_calls: int = 16
 
 
 @dataclass
@@ -141,30 +148,38 @@ def _cut_marker(cut: int, budget: int, tool: str) -> str:
     return f"[... {cut} characters cut: this result is over the {budget}-character budget; to see the rest, {hint} ...]"
 
 
-def _shrunk(value: Any, chars: int, items: int, budget: int, tool: str) -> Any:
-    """``value`` with every string over ``chars`` cut in its middle and every list over ``items`` cut."""
+def _more_cut(cut: int, tool: str) -> str:
+    return f"[... {cut} more entries cut; to see them, {HINTS.get(tool, 'ask for less')} ...]"
+
+
+def _shrunk(value: Any, chars: int, items: int, budget: int, tool: str, top: bool = True) -> Any:
+    """``value`` with every string over ``chars`` cut in its middle and every list or object
+    (but the payload itself) over ``items`` entries cut."""
     if isinstance(value, str):
         if len(value) <= chars:
             return value
         half = chars // 2
         return value[:half] + "\n" + _cut_marker(len(value) - 2 * half, budget, tool) + "\n" + value[-half:]
     if isinstance(value, list):
-        kept = [_shrunk(v, chars, items, budget, tool) for v in value[:items]]
+        kept = [_shrunk(v, chars, items, budget, tool, False) for v in value[:items]]
         if len(value) > items:
-            kept.append(
-                f"[... {len(value) - items} more entries cut; to see them, {HINTS.get(tool, 'ask for less')} ...]"
-            )
+            kept.append(_more_cut(len(value) - items, tool))
         return kept
     if isinstance(value, dict):
-        return {k: _shrunk(v, chars, items, budget, tool) for k, v in value.items()}
+        entries = list(value.items()) if top else list(value.items())[:items]
+        shrunk = {k: _shrunk(v, chars, items, budget, tool, False) for k, v in entries}
+        if len(value) > len(entries):  # e.g. read_files' {path: content} of many files
+            shrunk["[cut]"] = _more_cut(len(value) - len(entries), tool)
+        return shrunk
     return value
 
 
-def _longest_list(value: Any) -> int:
+def _longest(value: Any, top: bool = True) -> int:
+    """The most entries of a list or object in ``value`` (the payload itself aside)."""
     if isinstance(value, list):
-        return max([len(value), *(_longest_list(v) for v in value)])
+        return max([len(value), *(_longest(v, False) for v in value)])
     if isinstance(value, dict):
-        return max([0, *(_longest_list(v) for v in value.values())])
+        return max([0 if top else len(value), *(_longest(v, False) for v in value.values())])
     return 0
 
 
@@ -177,7 +192,7 @@ def fit_result(payload: dict[str, Any], budget: int, tool: str) -> str:
     text = dump_json(payload)
     if len(text) <= budget:
         return text
-    longest = _longest_list(payload)
+    longest = _longest(payload)
     for halvings in range(1, 30):
         chars, items = max(100, budget >> halvings), max(1, longest >> halvings)
         text = dump_json(_shrunk(payload, chars, items, budget, tool))
@@ -186,8 +201,15 @@ def fit_result(payload: dict[str, Any], budget: int, tool: str) -> str:
         if chars == 100 and items == 1:
             break
 
-    head = budget // 2
-    return text[:head] + _cut_marker(len(text) - head, budget, tool)
+    # Still over (a payload of many keys): its text's start, as a string of valid JSON.
+    head = budget // 3
+    return dump_json(
+        {
+            "status": payload.get("status"),
+            "cut_result": text[:head],
+            "note": _cut_marker(len(text) - head, budget, tool),
+        }
+    )
 
 
 # --- the loop -------------------------------------------------------------
@@ -204,6 +226,22 @@ def _error_payload(message: str) -> dict[str, Any]:
     return {"status": "error", "error_message": message}
 
 
+#: Nesting past which arguments are shown as the model's text rather than parsed: deeper values
+#: overflow the stack of whatever serializes them again (a response, the conversation's detail).
+MAX_SHOWN_DEPTH = 32
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= limit:
+                return True
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 def parse_call(call: ToolCall) -> tuple[Params | None, Any, str | None]:
     """(validated params, arguments as shown, error for the model)."""
     spec = TOOLS.get(call.name)
@@ -211,6 +249,8 @@ def parse_call(call: ToolCall) -> tuple[Params | None, Any, str | None]:
     arguments = load_json(text) if text else {}
     if isinstance(arguments, Malformed):
         return None, call.arguments, f"the arguments are {arguments.message}; send one JSON object"
+    if _deeper_than(arguments, MAX_SHOWN_DEPTH):
+        return None, call.arguments, f"the arguments are nested over {MAX_SHOWN_DEPTH} levels deep"
 
     if spec is None:
         return None, arguments, f"there is no tool {call.name!r}; the tools are: {', '.join(sorted(TOOLS))}"
@@ -223,6 +263,57 @@ def parse_call(call: ToolCall) -> tuple[Params | None, Any, str | None]:
             f"{'.'.join(e['loc']) or '(arguments)'}: {e['msg']}" for e in validation_errors(exc)
         )
         return None, arguments, f"invalid arguments for {call.name}: {problems}"
+
+
+def answer_every_call(history: list[Message]) -> list[Message]:
+    """``history`` with each assistant tool call followed by one answer, in the order of the calls.
+
+    A turn answers every call even when cancelled, but a hub that was killed
+    mid-call (or could not write) leaves calls unanswered, and every later request
+    of the conversation would be refused for it. Missing answers say so; answers
+    to no call of the message before them are dropped.
+    """
+    repaired: list[Message] = []
+    index = 0
+    while index < len(history):
+        message = history[index]
+        index += 1
+        if message.get("role") == "tool":
+            continue  # an answer to no call
+        repaired.append(message)
+        calls = message.get("tool_calls") if message.get("role") == "assistant" else None
+        if not calls:
+            continue
+        answers: list[Message] = []
+        while index < len(history) and history[index].get("role") == "tool":
+            answers.append(history[index])
+            index += 1
+        for call in calls:
+            call_id = call.get("id") if isinstance(call, dict) else None
+            found = next((a for a in answers if a.get("tool_call_id") == call_id), None)
+            if found is not None:
+                answers.remove(found)
+            repaired.append(
+                found
+                or {
+                    "role": "tool",
+                    "tool_call_id": call_id,
+                    "content": dump_json(
+                        _error_payload("no answer: the hub stopped before this call ended (it may have run)")
+                    ),
+                }
+            )
+    return repaired
+
+
+def _tool_call_ids(messages: list[Message]) -> set[str]:
+    return {
+        str(call.get("id"))
+        for m in messages
+        if m.get("role") == "assistant"
+        for call in m.get("tool_calls") or ()
+        if isinstance(call, dict)
+    }
 
 
 @dataclass
@@ -241,10 +332,11 @@ class Turn:
         tools = self.runner.tools()
         user = {"role": "user", "content": message}
         self.recorder.message(user)
-        messages = [{"role": "system", "content": system}, *history, user]
+        messages = [{"role": "system", "content": system}, *answer_every_call(history), user]
+        used_ids = _tool_call_ids(messages)
         reply = ""
         for model_step in range(1, self.limits.max_steps + 1):
-            turn = await self._model_turn(messages, tools)
+            turn = self._unique_ids(await self._model_turn(messages, tools), used_ids)
             reply = turn.content
             self.usage += turn.usage or _estimate_tokens(messages, turn)
             assistant: Message = {"role": "assistant", "content": turn.content or None}
@@ -270,6 +362,21 @@ class Turn:
             messages, reply, "step_limit", f"the model made {self.limits.max_steps} calls, the step limit"
         )
 
+    @staticmethod
+    def _unique_ids(turn: ModelTurn, used: set[str]) -> ModelTurn:
+        """``turn`` with a fresh id for each call whose id is empty or already used in the conversation.
+
+        Some models number their calls ``call_0``, ``call_1``... again at every turn:
+        their calls and answers would be mixed up (and one kept of each in the store).
+        """
+        calls = []
+        for call in turn.tool_calls:
+            if not call.id or call.id in used:
+                call = dataclasses.replace(call, id=f"call_{secrets.token_hex(8)}")
+            used.add(call.id)
+            calls.append(call)
+        return dataclasses.replace(turn, tool_calls=calls)
+
     def _stopped(self, messages: list[Message], reply: str, reason: str, why: str) -> TurnResult:
         note = (
             f"[Stopped by the hub: {why}, before the model finished. Its tool calls so far are kept; "
@@ -289,14 +396,19 @@ class Turn:
                     self.emit("text", {"delta": event.text})
                 else:
                     return event
-        except asyncio.CancelledError:
+        except BaseException as exc:
             if partial:  # what the user already saw stays in the history
-                self.recorder.message({"role": "assistant", "content": "".join(partial) + " [cancelled]"})
+                why = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+                text = "".join(partial)
+                if len(text) > self.limits.max_result_chars:  # a runaway answer must not fill the history
+                    text = text[: self.limits.max_result_chars] + " [...]"
+                self.recorder.message({"role": "assistant", "content": f"{text} [{why}]"})
             raise
         raise ModelError("the model's stream ended without an answer")
 
     async def _run_tools(self, calls: list[ToolCall], model_step: int) -> list[Message]:
         answers: dict[int, Message] = {}
+        slots = asyncio.Semaphore(self.limits.max_parallel_calls)
 
         async def one(index: int, call: ToolCall) -> None:
             params, arguments, problem = parse_call(call)
@@ -308,13 +420,15 @@ class Turn:
                 payload = _error_payload(problem or "invalid call")
             else:
                 try:
-                    payload = await self.runner.run(
-                        call.name,
-                        params,
-                        lambda stream, data: self.emit(
-                            "output", {"tool_call_id": call.id, "stream": stream, "data": data}
-                        ),
-                    )
+                    async with slots:
+                        step.started_at, started = time.time(), time.monotonic()
+                        payload = await self.runner.run(
+                            call.name,
+                            params,
+                            lambda stream, data: self.emit(
+                                "output", {"tool_call_id": call.id, "stream": stream, "data": data}
+                            ),
+                        )
                 except asyncio.CancelledError:
                     step.status, step.error = "cancelled", "the turn was cancelled"
                     raise

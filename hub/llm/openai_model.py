@@ -16,23 +16,69 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
 from hub.llm.model import Message, ModelError, ModelTurn, TextDelta, ToolCall, Usage
+from schemas.framing import dump_json
 
 log = logging.getLogger("aihub.llm")
 
 #: The longest upstream error text passed on to the user.
 MAX_UPSTREAM_MESSAGE = 2000
+#: The most characters (words and tool-call arguments) one answer may stream: a model caught in a
+#: loop of repetitions would otherwise stream for ever, well within the SDK's per-read timeout.
+MAX_ANSWER_CHARS = 2_000_000
 
 
 def _shorten(text: str, limit: int = MAX_UPSTREAM_MESSAGE) -> str:
     return text if len(text) <= limit else text[:limit] + " [...]"
 
 
-def upstream_error(exc: Exception, base_url: str) -> ModelError:
-    """A :class:`ModelError` for what the SDK raised, with the upstream's message."""
+def _text(value: Any) -> str:
+    """A piece of a streamed answer as valid text, whatever the endpoint put there.
+
+    The SDK does not validate stream chunks: content may come as a list of parts,
+    arguments as a JSON object, and any string may hold a lone surrogate (half of a
+    UTF-16 pair), which could not be stored, sent to a caller or sent back.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, list):  # content parts: [{"type": "text", "text": ...}]
+        text = "".join(_text(p.get("text") if isinstance(p, dict) else p) for p in value)
+    else:
+        text = value if isinstance(value, str) else dump_json(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # pairs joined, lone halves replaced by U+FFFD
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _usage(reported: Any) -> Usage | None:
+    """The usage an endpoint reported; None (the loop then estimates) when it reports only zeros or nulls."""
+    usage = Usage(int(reported.prompt_tokens or 0), int(reported.completion_tokens or 0))
+    return usage if usage.total_tokens > 0 else None
+
+
+def shown_url(url: str) -> str:
+    """``url`` without the user and password it may carry (``https://user:pass@host/v1``)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def upstream_error(exc: Exception, base_url: str, secret: str | None = None) -> ModelError:
+    """A :class:`ModelError` for what the SDK raised, with the upstream's message (``secret`` hidden)."""
+    error = _upstream_error(exc, shown_url(base_url))
+    if secret and len(secret) >= 8 and secret in error.message:  # an endpoint that echoes the API key
+        error = ModelError(error.message.replace(secret, "[the API key]"), error.status)
+    return error
+
+
+def _upstream_error(exc: Exception, base_url: str) -> ModelError:
     if isinstance(exc, openai.APITimeoutError):
         return ModelError(f"the model's endpoint {base_url} did not answer in time (after retries)")
     if isinstance(exc, openai.APIConnectionError):
@@ -68,6 +114,7 @@ class OpenAIModel:
     client: openai.AsyncOpenAI = field(init=False)
     #: Cleared when the endpoint refuses ``stream_options`` (some older servers do).
     usage_in_stream: bool = True
+    max_answer_chars: int = MAX_ANSWER_CHARS
 
     def __post_init__(self) -> None:
         self.client = openai.AsyncOpenAI(
@@ -108,33 +155,42 @@ class OpenAIModel:
         usage: Usage | None = None
         finish: str | None = None
         chunks_seen = 0
+        size = 0
         try:
             chunks = await self._open(messages, tools)
             async with chunks:
                 async for chunk in chunks:
                     chunks_seen += 1
                     if chunk.usage is not None:
-                        usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+                        usage = _usage(chunk.usage)
                     for choice in chunk.choices or ():
                         if choice.finish_reason:
-                            finish = choice.finish_reason
+                            finish = _text(choice.finish_reason)
                         delta = choice.delta
                         if delta is None:
                             continue
-                        if delta.content:
-                            text.append(delta.content)
-                            yield TextDelta(delta.content)
+                        if content := _text(delta.content):
+                            size += len(content)
+                            text.append(content)
+                            yield TextDelta(content)
                         for part in delta.tool_calls or ():
-                            parts = calls.setdefault(
-                                part.index if part.index is not None else len(calls), _ToolCallParts()
-                            )
+                            index = part.index if isinstance(part.index, int) else len(calls)
+                            parts = calls.setdefault(index, _ToolCallParts())
                             if part.id:
-                                parts.id = part.id
+                                parts.id = _text(part.id)
                             if part.function is not None:
                                 if part.function.name:
-                                    parts.name += part.function.name
+                                    parts.name += _text(part.function.name)
                                 if part.function.arguments:
-                                    parts.arguments.append(part.function.arguments)
+                                    # Joined before made valid: a UTF-16 pair may come in two pieces.
+                                    piece = part.function.arguments
+                                    parts.arguments.append(piece if isinstance(piece, str) else _text(piece))
+                                    size += len(parts.arguments[-1])
+                    if size > self.max_answer_chars:
+                        raise ModelError(
+                            f"the model's answer went over {self.max_answer_chars} characters without "
+                            "ending (a model repeating itself?); it was stopped"
+                        )
         except ModelError:
             raise
         except (
@@ -145,17 +201,17 @@ class OpenAIModel:
             AttributeError,
             KeyError,
         ) as exc:
-            raise upstream_error(exc, self.base_url) from None
+            raise upstream_error(exc, self.base_url, self.api_key) from None
         if chunks_seen == 0:
             raise ModelError(
-                f"the model's endpoint {self.base_url} answered something that is not a chat completion "
+                f"the model's endpoint {shown_url(self.base_url)} answered something that is not a chat completion "
                 "(an empty stream, or not server-sent events)"
             )
         tool_calls = [
             ToolCall(
                 id=parts.id or f"call_{secrets.token_hex(8)}",
                 name=parts.name,
-                arguments="".join(parts.arguments),
+                arguments=_text("".join(parts.arguments)),
             )
             for _, parts in sorted(calls.items())
         ]

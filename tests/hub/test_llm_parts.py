@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from hub.conversations import Conversations
 from hub.llm.factory import OPENAI_BASE_URL, ModelConfig, ModelConfigError, model_config
-from hub.llm.loop import Step, fit_result, parse_call
+from hub.llm.loop import Step, answer_every_call, fit_result, parse_call
 from hub.llm.model import ToolCall, Usage
 from schemas.tools import TOOLS
 
@@ -32,11 +32,25 @@ payloads = st.dictionaries(
 @given(payloads, st.integers(min_value=300, max_value=20_000))
 def test_a_fitted_result_is_json_within_about_its_budget(payload: dict[str, object], budget: int) -> None:
     text = fit_result(payload, budget, "read_files")
+    shown = json.loads(text)  # always JSON, cut or not
     if len(json.dumps(payload, ensure_ascii=False, separators=(",", ":"))) <= budget:
-        assert json.loads(text) == payload
+        assert shown == payload
     else:
         assert len(text) <= budget + 300  # the last-resort cut adds its marker
         assert "characters cut" in text or "more entries cut" in text
+
+
+def test_a_read_of_many_files_is_cut_to_fewer_files_still_json() -> None:
+    """An object of many entries was never cut: such a result ended as JSON text cut in its middle."""
+    files = {f"src/package/module_{i:03}.py": "x = 1\n" * 1000 for i in range(100)}
+    payload = {"status": "success", "files": files, "sha256": dict.fromkeys(files, "a" * 64)}
+    shown = json.loads(fit_result(payload, 24_000, "read_files"))
+    assert shown["status"] == "success" and 1 < len(shown["files"]) < 100
+    assert "more entries cut" in shown["files"]["[cut]"] and "more entries cut" in shown["sha256"]["[cut]"]
+    many_keys = json.loads(
+        fit_result({"status": "success", **{f"k{i}": "v" for i in range(9000)}}, 2000, "x")
+    )
+    assert many_keys["status"] == "success" and "characters cut" in many_keys["note"]
 
 
 def test_a_long_file_is_cut_in_its_middle_with_a_hint_for_the_tool() -> None:
@@ -50,6 +64,34 @@ def test_a_long_file_is_cut_in_its_middle_with_a_hint_for_the_tool() -> None:
     )
     entries = json.loads(listing)["files"]
     assert entries[0] == {"path": "f0"} and "more entries cut" in entries[-1] and "subfolder" in entries[-1]
+
+
+def test_a_history_is_sent_with_every_call_answered_once_in_order() -> None:
+    def calls(*ids: str) -> dict[str, object]:
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": i, "type": "function", "function": {"name": "list_files", "arguments": "{}"}}
+                for i in ids
+            ],
+        }
+
+    def answer(call_id: str, content: str = "{}") -> dict[str, object]:
+        return {"role": "tool", "tool_call_id": call_id, "content": content}
+
+    user = {"role": "user", "content": "go"}
+    whole = [user, calls("a", "b"), answer("a"), answer("b"), {"role": "assistant", "content": "done"}]
+    assert answer_every_call(whole) == whole
+    repaired = answer_every_call(
+        [user, calls("a", "b", "c"), answer("b", "B"), answer("b", "again"), answer("x"), user, answer("a")]
+    )
+    assert [(m["role"], m.get("tool_call_id")) for m in repaired] == [
+        ("user", None), ("assistant", None), ("tool", "a"), ("tool", "b"), ("tool", "c"), ("user", None),
+    ]  # fmt: skip
+    assert (
+        repaired[3]["content"] == "B" and "no answer" in json.loads(repaired[2]["content"])["error_message"]
+    )
 
 
 @pytest.mark.parametrize(
