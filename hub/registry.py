@@ -63,6 +63,16 @@ class Workspace:
     _listeners: dict[Key, OnEvent] = field(default_factory=dict)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
     _closed: BaseException | None = None
+    #: The numbering of this workspace's requests; a client dedups replays within one epoch.
+    epoch: str = field(default_factory=lambda: secrets.token_hex(8))
+    #: The client keeps requests across reconnects: a lost connection detaches, it does not end.
+    resumable: bool = False
+    attached: bool = True
+    #: Which connection serves it now (a reconnect takes over from a connection not yet seen dead).
+    connection: int = 0
+    #: The frames of the calls in flight, sent again when the client comes back.
+    _frames: dict[Key, str] = field(default_factory=dict)
+    _grace: asyncio.TimerHandle | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -73,6 +83,7 @@ class Workspace:
             "tools": self.tools,
             "connected_at": self.connected_at,
             "in_flight": self.in_flight,
+            "connected": self.attached,
         }
 
     @property
@@ -97,6 +108,8 @@ class Workspace:
         """
         if self._closed is not None:
             raise WorkspaceGone("the workspace's client is no longer connected")
+        if not self.attached:
+            raise WorkspaceGone("the workspace's client is reconnecting; try again in a moment")
         if len(self._pending) >= self.max_in_flight:
             raise WorkspaceBusy(
                 f"workspace {self.name!r} has {self.max_in_flight} calls in flight, the most the hub "
@@ -110,15 +123,20 @@ class Workspace:
             self._listeners[key] = on_event
         try:
             async with asyncio.timeout(timeout):
-                await self.send(
-                    encode_frame(Request(id=request_id, method=method, params=params), self.framing)
-                )
+                frame = encode_frame(Request(id=request_id, method=method, params=params), self.framing)
+                self._frames[key] = frame
+                try:
+                    await self.send(frame)
+                except WorkspaceGone:
+                    if not self.resumable or self._closed is not None:
+                        raise  # else: the reconnect sends it again
                 return await future
         except TimeoutError:
             raise CallTimeout(f"{method}: no answer from the client within {timeout:g} s") from None
         finally:
             self._pending.pop(key, None)
             self._listeners.pop(key, None)
+            self._frames.pop(key, None)
             answered = future.done() and not future.cancelled()  # a timeout cancels the future
             if not answered and self._closed is None:
                 self._withdraw(request_id)
@@ -154,6 +172,30 @@ class Workspace:
             return
         future.set_result(answer)
 
+    def detach(self, grace: float, expire: Callable[[], None]) -> None:
+        """The connection is lost but the client may come back: calls keep waiting, for ``grace`` seconds."""
+        self.attached = False
+        self._grace = asyncio.get_running_loop().call_later(grace, expire)
+
+    async def reattach(self, send: Send, close_socket: Close | None) -> None:
+        """The client is back on a new connection: it serves the workspace from now on."""
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        previous = self.close_socket if self.attached else None
+        self.send, self.close_socket = send, close_socket
+        self.connection += 1
+        self.attached = True
+        if previous is not None:  # the old connection is not seen dead yet: end it
+            with contextlib.suppress(Exception):
+                await previous(1000, "replaced by a new connection of the same client")
+
+    async def replay(self) -> None:
+        """Send the calls in flight again; the client answers each once, never running one twice."""
+        for frame in list(self._frames.values()):
+            with contextlib.suppress(WorkspaceGone):
+                await self.send(frame)
+
     def fail_all(self, reason: str) -> None:
         """Fail every waiting call at once; later calls fail immediately."""
         self._closed = WorkspaceGone(reason)
@@ -183,6 +225,9 @@ class Registry:
     def remove(self, workspace: Workspace) -> None:
         if self._workspaces.get(workspace.id) is workspace:
             del self._workspaces[workspace.id]
+
+    def get(self, workspace_id: str) -> Workspace | None:
+        return self._workspaces.get(workspace_id)
 
     def find(self, id_or_name: str) -> Workspace | None:
         """By id, else by name when exactly one workspace has it.

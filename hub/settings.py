@@ -33,6 +33,10 @@ class HubSettings:
     max_workspaces: int = 1000
     #: Calls in flight per workspace (the client serves 64 at once); more get 429 / WorkspaceBusy.
     max_in_flight: int = 64
+    #: Seconds a resumable client's workspace waits for it after its connection is lost (not closed
+    #: on purpose): calls in flight keep waiting (within their own timeouts) and are answered if it
+    #: comes back; then they fail with 502. 0: fail at once.
+    resume_grace: float = 10.0
     #: WebSocket pings: a peer that does not answer one within ping_timeout is disconnected,
     #: so half-open connections (a laptop that slept, a dropped NAT entry) are noticed.
     ping_interval: float = 20.0

@@ -22,6 +22,7 @@ from starlette.websockets import WebSocketState
 
 from hub.errors import WorkspaceGone
 from hub.registry import Registry, Send, Workspace
+from hub.sessions import SessionSigner
 from hub.settings import HubSettings
 from schemas.errors import ErrorCode
 from schemas.framing import Framing, decode_frame, decode_value, detect_framing, encode_frame, load_json
@@ -56,6 +57,7 @@ async def _receive_text(ws: WebSocket) -> str | bytes | None:
     """The next frame's data, or ``None`` when the client disconnected."""
     message = await ws.receive()
     if message["type"] == "websocket.disconnect":
+        ws.state.close_code = message.get("code", 1005)
         return None
     text: str | None = message.get("text")
     return text if text is not None else bytes(message.get("bytes") or b"")
@@ -100,6 +102,7 @@ def build_router(
     authorize: Callable[[WebSocket], Awaitable[bool]],
 ) -> APIRouter:
     router = APIRouter()
+    sessions = SessionSigner(settings.home)
 
     @router.websocket("/ws/workspace")
     async def workspace_socket(ws: WebSocket) -> None:
@@ -157,32 +160,65 @@ def build_router(
                     with contextlib.suppress(Exception):
                         await ws.close(code=code, reason=reason[:120])
 
-        workspace = Workspace(
-            max_in_flight=settings.max_in_flight,
-            name=params.workspace,
-            framing=framing,
-            send=send,
-            client=params.client,
-            tools=params.tools,
-            close_socket=close_socket,
-        )
-        registry.add(workspace)
-        log.info("workspace %s (%r) connected, framing %s", workspace.id, workspace.name, framing.value)
-        try:
-            await send(
-                encode_frame(
-                    Response(id=request.id, result={"workspace_id": workspace.id, "hub": HUB_VERSION}),
-                    framing,
-                    method="initialize",
-                )
+        resume = params.resume and framing is Framing.JSONRPC
+        claimed = sessions.verify(params.session) if resume and params.session else None
+        workspace = registry.get(claimed) if claimed else None
+        if workspace is not None and (not workspace.resumable or workspace.name != params.workspace):
+            workspace, claimed = None, None  # not the same client's workspace: a new one, a new id
+        resumed = workspace is not None
+        if workspace is not None:
+            await workspace.reattach(send, close_socket)
+            log.info("workspace %s (%r) reconnected", workspace.id, workspace.name)
+        else:
+            workspace = Workspace(
+                max_in_flight=settings.max_in_flight,
+                name=params.workspace,
+                framing=framing,
+                send=send,
+                client=params.client,
+                tools=params.tools,
+                close_socket=close_socket,
+                resumable=resume,
             )
+            if claimed is not None:  # the hub restarted: the workspace keeps its id
+                workspace.id = claimed
+            registry.add(workspace)
+            log.info("workspace %s (%r) connected, framing %s", workspace.id, workspace.name, framing.value)
+        connection = workspace.connection
+        result: dict[str, object] = {"workspace_id": workspace.id, "hub": HUB_VERSION}
+        if resume:
+            result |= {"session": sessions.issue(workspace.id), "epoch": workspace.epoch}
+        try:
+            await send(encode_frame(Response(id=request.id, result=result), framing, method="initialize"))
+            if resumed:
+                await workspace.replay()
             await _pump(ws, workspace, send)
         except (WebSocketDisconnect, WorkspaceGone):
             pass
         finally:
-            registry.remove(workspace)
-            workspace.fail_all("the workspace's client disconnected before answering")
-            log.info("workspace %s (%r) disconnected", workspace.id, workspace.name)
+            if workspace.connection != connection:
+                pass  # a newer connection of the same client took over
+            elif (
+                workspace.resumable
+                and not registry.closed
+                and settings.resume_grace > 0
+                # 1000/1001: the client left on purpose (stopped): no point waiting for it.
+                and getattr(ws.state, "close_code", 1006) not in (1000, 1001)
+            ):
+                gone = workspace
+
+                def expire() -> None:
+                    if not gone.attached:
+                        registry.remove(gone)
+                        gone.fail_all("the workspace's client did not come back")
+                        log.info("workspace %s (%r) is gone", gone.id, gone.name)
+
+                workspace.detach(settings.resume_grace, expire)
+                log.info("workspace %s (%r) disconnected; it may come back", workspace.id, workspace.name)
+            else:
+                registry.remove(workspace)
+                workspace.fail_all("the workspace's client disconnected before answering")
+                log.info("workspace %s (%r) disconnected", workspace.id, workspace.name)
             if ws.application_state is WebSocketState.CONNECTED:
                 with contextlib.suppress(Exception):
                     await ws.close()

@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from rpc_client.dispatcher import METHODS, ClientContext, dispatch_request
 from rpc_client.errors import AuthRefused, ClientExit, HandshakeRefused, TlsRefused, UsageError
+from rpc_client.ledger import Key, Ledger, request_key
 from rpc_client.scope import CURRENT, RequestScope
 from schemas.errors import ErrorCode
 from schemas.framing import Framing, decode_frame, dump_json
@@ -77,13 +78,28 @@ class HubTarget:
     ssl: ssl.SSLContext | None = None
 
 
-async def handshake(ws: ClientConnection, workspace: str) -> str:
-    """Send ``initialize`` and return the workspace id the hub gave."""
-    request = Request(
-        id=0,
-        method="initialize",
-        params={"workspace": workspace, "client": CLIENT_VERSION, "tools": sorted(METHODS)},
-    )
+@dataclass(frozen=True)
+class Session:
+    """What the hub answered to ``initialize``."""
+
+    workspace_id: str
+    #: Presented at the next initialize to get the same workspace back (None: the hub does not resume).
+    token: str | None
+    #: The hub's numbering of requests for this workspace (see :mod:`rpc_client.ledger`).
+    epoch: str
+
+
+async def handshake(ws: ClientConnection, workspace: str, session: str | None = None) -> Session:
+    """Send ``initialize`` (with the session of the previous connection, if any) and read the answer."""
+    params: dict[str, Any] = {
+        "workspace": workspace,
+        "client": CLIENT_VERSION,
+        "tools": sorted(METHODS),
+        "resume": True,
+    }
+    if session is not None:
+        params["session"] = session
+    request = Request(id=0, method="initialize", params=params)
     await ws.send(dump_json(to_wire(request)))
     try:
         async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
@@ -103,10 +119,14 @@ async def handshake(ws: ClientConnection, workspace: str) -> str:
     if not isinstance(result, dict) or not isinstance(result.get("workspace_id"), str):
         raise HandshakeRefused("the hub's answer to initialize has no workspace_id")
     workspace_id: str = result["workspace_id"]
-    return workspace_id
+    token = result.get("session") if isinstance(result.get("session"), str) else None
+    epoch = result.get("epoch")
+    if not isinstance(epoch, str) or token is None:
+        epoch = f"{workspace_id}:{random.getrandbits(64):x}"  # a hub that does not resume: a fresh start each time
+    return Session(workspace_id, token, epoch)
 
 
-async def _answer(ws: ClientConnection, ctx: ClientContext, request: Request) -> None:
+async def _answer(ledger: Ledger, key: Key, ctx: ClientContext, request: Request) -> None:
     request_id = request.id
     text = await dispatch_request(ctx, request)
     try:
@@ -118,10 +138,7 @@ async def _answer(ws: ClientConnection, ctx: ClientContext, request: Request) ->
         data = _error_frame(
             request_id, ErrorCode.INTERNAL_ERROR, "the answer held text that is not valid Unicode"
         ).encode()
-    try:
-        await ws.send(data, text=True)
-    except ConnectionClosed:
-        log.warning("the connection closed before an answer could be sent; it is lost")
+    await ledger.deliver(key, data)
 
 
 def is_loopback(url: str) -> bool:
@@ -139,28 +156,35 @@ def _error_frame(request_id: RequestId | None, code: int, message: str) -> str:
     return dump_json(to_wire(error_response(request_id, code, message)))
 
 
-def _forget(scopes: dict[tuple[str, str], RequestScope], key: tuple[str, str], _task: object) -> None:
+def _forget(scopes: dict[Key, RequestScope], key: Key, _task: object) -> None:
     scopes.pop(key, None)
 
 
-def _scope_key(request_id: object) -> tuple[str, str]:
-    return (type(request_id).__name__, str(request_id))
-
-
-async def serve(ws: ClientConnection, ctx: ClientContext) -> None:
+async def serve(ws: ClientConnection, ctx: ClientContext, ledger: Ledger | None = None) -> None:
     """Serve the hub's requests until the connection closes.
 
     Each request runs in a task of its own, with a :class:`RequestScope` in its
     context (its id, a way to send notifications, a cancel flag that
-    ``$/cancelRequest`` sets).
+    ``$/cancelRequest`` sets). Requests outlive the connection: the ledger
+    delivers their answers on the next one of the same session, and answers a
+    request sent again without running it twice.
     """
-    tasks: set[asyncio.Task[None]] = set()
-    scopes: dict[tuple[str, str], RequestScope] = {}
+    own_ledger = ledger is None
+    if ledger is None:
+        ledger = Ledger()
+        ledger.begin_epoch(f"local:{random.getrandbits(64):x}")
+    scopes: dict[Key, RequestScope] = {}
 
     async def notify(method: str, params: dict[str, Any]) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await ws.send(dump_json(to_wire(Notification(method=method, params=params))))
+        # Live output is best effort: while disconnected it is dropped (the answer keeps the output).
+        if ledger.connected:
+            with contextlib.suppress(ConnectionClosed):
+                await ws.send(dump_json(to_wire(Notification(method=method, params=params))))
 
+    async def send(data: bytes) -> None:
+        await ws.send(data, text=True)
+
+    await ledger.attach(send)
     try:
         async for frame in ws:
             if isinstance(frame, bytes):
@@ -168,7 +192,15 @@ async def serve(ws: ClientConnection, ctx: ClientContext) -> None:
                 continue
             message = decode_frame(frame, Framing.JSONRPC)
             if isinstance(message, Request):
-                if len(tasks) >= MAX_IN_FLIGHT:
+                key = request_key(ledger.epoch, message.id)
+                seen = ledger.seen(key)
+                if seen is True:
+                    log.info("request %r is already running; its answer will follow", message.id)
+                    continue
+                if isinstance(seen, bytes):  # a replay of a request already answered: never run twice
+                    await ws.send(seen, text=True)
+                    continue
+                if len(ledger.running) >= MAX_IN_FLIGHT:
                     await ws.send(
                         _error_frame(
                             message.id,
@@ -178,16 +210,14 @@ async def serve(ws: ClientConnection, ctx: ClientContext) -> None:
                     )
                     continue
                 scope = RequestScope(message.id, notify)
-                key = _scope_key(message.id)
                 context = contextvars.copy_context()
                 context.run(CURRENT.set, scope)
-                task = asyncio.create_task(_answer(ws, ctx, message), context=context)
+                task = asyncio.create_task(_answer(ledger, key, ctx, message), context=context)
                 scopes[key] = scope
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                ledger.track(key, task)
                 task.add_done_callback(functools.partial(_forget, scopes, key))
             elif isinstance(message, Notification) and message.method == CANCEL_REQUEST:
-                withdrawn = scopes.get(_scope_key((message.params or {}).get("id")))
+                withdrawn = scopes.get(request_key(ledger.epoch, (message.params or {}).get("id")))
                 if withdrawn is not None:
                     withdrawn.cancelled.set()  # a running command stops and reports what it printed
             elif isinstance(message, Notification):
@@ -200,15 +230,32 @@ async def serve(ws: ClientConnection, ctx: ClientContext) -> None:
     except ConnectionClosed:
         pass
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        ledger.detach()
+        if own_ledger:
+            await ledger.aclose()
 
 
 async def run(target: HubTarget, ctx: ClientContext, *, report: Callable[[str], None]) -> None:
     """Stay connected to the hub until cancelled; raise :class:`ClientExit` when retrying cannot help."""
     backoff = Backoff()
     headers = {"Authorization": f"Bearer {target.token}"}
+    ledger = Ledger()
+    session: str | None = None
+    try:
+        await _stay_connected(target, ctx, report, backoff, headers, ledger, session)
+    finally:
+        await ledger.aclose()
+
+
+async def _stay_connected(
+    target: HubTarget,
+    ctx: ClientContext,
+    report: Callable[[str], None],
+    backoff: Backoff,
+    headers: dict[str, str],
+    ledger: Ledger,
+    session: str | None,
+) -> None:
     while True:
         try:
             async with connect(
@@ -221,10 +268,28 @@ async def run(target: HubTarget, ctx: ClientContext, *, report: Callable[[str], 
                 compression=None if is_loopback(target.url) else "deflate",
                 ssl=target.ssl,
             ) as ws:
-                workspace_id = await handshake(ws, target.workspace)
-                report(f"connected to {target.url} as workspace {target.workspace!r} (id {workspace_id})")
+                answered = await handshake(ws, target.workspace, session)
+                resumed = session is not None and answered.epoch == ledger.epoch
+                session = answered.token
+                ledger.begin_epoch(answered.epoch)
+                report(
+                    f"{'reconnected' if resumed else 'connected'} to {target.url} as workspace "
+                    f"{target.workspace!r} (id {answered.workspace_id})"
+                    + (
+                        f"; {len(ledger.outbox)} answer(s) kept while away"
+                        if resumed and ledger.outbox
+                        else ""
+                    )
+                )
                 backoff.reset()
-                await serve(ws, ctx)
+                try:
+                    await serve(ws, ctx, ledger)
+                except asyncio.CancelledError:
+                    # Stopping on purpose: say so (1001), so the hub fails our calls at once
+                    # instead of waiting for us to come back.
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(ws.close(1001, "the client is stopping"))
+                    raise
                 code = ws.close_code
                 reason = f"connection closed (code {code})"
         except InvalidURI as exc:

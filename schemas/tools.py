@@ -359,6 +359,10 @@ class InitializeParams(BaseModel):
     workspace: str = Field(min_length=1, max_length=200)
     client: str | None = Field(default=None, max_length=200)
     tools: list[str] | None = Field(default=None, max_length=100)
+    #: The client keeps requests running across reconnects and dedups replays (``rpc_client/ledger.py``).
+    resume: bool = False
+    #: The ``session`` of a previous initialize answer: the same workspace (and id) back.
+    session: str | None = Field(default=None, max_length=200)
 
 
 class InitializeResult(Result):

@@ -1,0 +1,120 @@
+"""Requests across the connections of one session: each runs once, each answer is delivered when it can be.
+
+The hub numbers its requests per workspace and tells the client, at
+``initialize``, the *epoch* of that numbering (it changes when the hub starts a
+new workspace, e.g. after a hub restart). Within an epoch:
+
+* a request still running when the connection drops keeps running; its answer
+  waits in the outbox and is sent as soon as the client is connected again;
+* a request the hub sends again (it replays what it had in flight when it
+  reconnects) is never run twice: if it is running, its answer will come; if
+  it is done, the answer is sent again from a bounded cache of recent answers.
+
+Answers of an older epoch are dropped: the hub that waited for them is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+log = logging.getLogger("aihub.client")
+
+#: (epoch, the id's JSON type, the id): "1" does not answer 1.
+Key = tuple[str, str, str]
+Send = Callable[[bytes], Awaitable[None]]
+
+
+def request_key(epoch: str, request_id: object) -> Key:
+    return (epoch, type(request_id).__name__, str(request_id))
+
+
+@dataclass
+class Ledger:
+    #: Answers kept for replays: at most this many, and this many bytes.
+    max_cached: int = 256
+    max_cached_bytes: int = 64 * 1024 * 1024
+    epoch: str = ""
+    running: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
+    done: OrderedDict[Key, bytes] = field(default_factory=OrderedDict)
+    outbox: list[tuple[Key, bytes]] = field(default_factory=list)
+    _cached_bytes: int = 0
+    _send: Send | None = None
+
+    def begin_epoch(self, epoch: str) -> None:
+        """A (new) handshake's epoch; a different one forgets the old cache and outbox."""
+        if epoch != self.epoch:
+            self.epoch = epoch
+            self.done.clear()
+            self.outbox.clear()
+            self._cached_bytes = 0
+
+    def seen(self, key: Key) -> bytes | bool | None:
+        """For a request: its cached answer, True if it is still running, None if it is new."""
+        if key in self.running:
+            return True
+        cached = self.done.get(key)
+        if cached is not None:
+            self.done.move_to_end(key)
+        return cached
+
+    def track(self, key: Key, task: asyncio.Task[None]) -> None:
+        self.running[key] = task
+        task.add_done_callback(lambda _t: self.running.pop(key, None))
+
+    @property
+    def connected(self) -> bool:
+        return self._send is not None
+
+    async def attach(self, send: Send) -> None:
+        """A connection is up: send what waited for it, in order."""
+        self._send = send
+        waiting, self.outbox = self.outbox, []
+        for index, (key, data) in enumerate(waiting):
+            if key[0] != self.epoch:
+                continue
+            try:
+                await send(data)
+            except Exception:
+                self.outbox = [*waiting[index:], *self.outbox]
+                self._send = None
+                raise
+
+    def detach(self) -> None:
+        self._send = None
+
+    async def deliver(self, key: Key, data: bytes) -> None:
+        """Cache an answer and send it now, or when the client is connected again."""
+        if key[0] != self.epoch:
+            log.info("dropping an answer of an earlier session (the hub restarted)")
+            return
+        self._cache(key, data)
+        send = self._send
+        if send is None:
+            self.outbox.append((key, data))
+            return
+        try:
+            await send(data)
+        except Exception:  # the connection just went: the next one delivers it
+            self.outbox.append((key, data))
+
+    def _cache(self, key: Key, data: bytes) -> None:
+        if len(data) > self.max_cached_bytes:
+            return
+        self.done[key] = data
+        self._cached_bytes += len(data)
+        while len(self.done) > self.max_cached or self._cached_bytes > self.max_cached_bytes:
+            _, dropped = self.done.popitem(last=False)
+            self._cached_bytes -= len(dropped)
+
+    async def aclose(self) -> None:
+        """The client stops: cancel every request still running (commands are killed)."""
+        tasks = list(self.running.values())
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*tasks, return_exceptions=True)
