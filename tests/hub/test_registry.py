@@ -186,3 +186,21 @@ async def test_calls_past_the_in_flight_limit_are_refused_at_once_not_queued() -
         with pytest.raises(WorkspaceGone):
             await task
     assert req_c["params"] == {"files": ["c"]}
+
+
+async def test_a_detached_workspace_keeps_its_calls_and_replays_them_when_its_client_is_back() -> None:
+    old, new = FakeSocket(), FakeSocket()
+    ws = Workspace(name="proj", framing=Framing.JSONRPC, send=old.send, resumable=True)
+    call = asyncio.create_task(ws.call("execute_command", {"command": "make"}, timeout=5))
+    sent = await old.frames.get()
+    expired: list[bool] = []
+    ws.detach(grace=5, expire=lambda: expired.append(True))
+    with pytest.raises(WorkspaceGone, match="reconnecting"):
+        await ws.call("read_files", {"files": ["a"]}, timeout=5)  # new calls fail at once
+    await ws.reattach(new.send, None)
+    await ws.replay()
+    assert await new.frames.get() == sent  # the same request, the same id: the client dedups it
+    ws.on_answer(Response(id=sent["id"], result={"exit_code": 0}))
+    assert (await call).result == {"exit_code": 0}
+    await asyncio.sleep(0)
+    assert not expired and ws.attached
