@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rpc_client.checkpoints import Checkpoints
-from rpc_client.ignore import GitIgnore, IgnoreRules
+from rpc_client.ignore import IgnoreRules, project_gitignore
 from rpc_client.ignore import lexical_path as _lexical
 from rpc_client.sandbox import Entry, Sandbox, SandboxError
 from schemas.errors import ErrorCode, RpcError
@@ -56,7 +56,8 @@ class FileLimits:
     max_write_bytes: int = 8 * MiB
     #: Largest previous content a write checkpoints (a larger file is not overwritten).
     max_checkpoint_bytes: int = 64 * MiB
-    #: Largest file a ranged read (offset/limit) streams through, hashing all of it.
+    #: Largest file a ranged read (offset/limit) streams through, hashing all of it; and the
+    #: most one read_files call streams in all (100 paths to one such file took minutes).
     max_ranged_file_bytes: int = 1024 * MiB
     #: Files larger than this are skipped by search_files (counted in skipped_too_large).
     max_search_file_bytes: int = 16 * MiB
@@ -125,7 +126,7 @@ def list_files(
         return True
 
     respect = params.recursive if params.respect_gitignore is None else params.respect_gitignore
-    gitignore = GitIgnore(lambda name: sandbox.read_file(name, max_bytes=1024 * 1024)) if respect else None
+    gitignore = project_gitignore(sandbox, rules) if respect else None
 
     def hide(rel: str, is_dir: bool) -> bool:
         return (rules is not None and rules.hidden(rel, is_dir=is_dir)) or (
@@ -173,13 +174,14 @@ def _read_lines(
     max_file_bytes: int,
     budget: int,
     guard: Callable[[str], None] | None,
+    streamed: Callable[[int], None] | None = None,
 ) -> tuple[bytes, str, int]:
     """Lines ``first`` to ``first + count - 1`` of ``path`` (1-based; to the end when ``count`` is None),
     the sha256 of the whole file and its number of lines.
 
     The file is streamed in chunks, so it may be far larger than a whole-file read
     allows (up to ``max_file_bytes``); only the lines asked for are kept, and more
-    than ``budget`` bytes of them is TOO_LARGE.
+    than ``budget`` bytes of them is TOO_LARGE. ``streamed`` is told the size of each chunk read.
     """
     last = None if count is None else first + count - 1
     digest = hashlib.sha256()
@@ -189,6 +191,8 @@ def _read_lines(
     tail_newline = True  # whether the bytes read so far end with a newline (none read: no open line)
     with sandbox.open_file(path, max_bytes=max_file_bytes, guard=guard) as reader:
         for chunk in reader.chunks():
+            if streamed is not None:
+                streamed(len(chunk))
             digest.update(chunk)
             tail_newline = chunk.endswith(b"\n")
             pos, size = 0, len(chunk)
@@ -244,6 +248,12 @@ def read_files(
     errors: dict[str, str] = {}
     budget = limits.max_answer_bytes
     ranged = params.offset is not None or params.limit is not None
+    stream_left = limits.max_ranged_file_bytes  # for the whole call: each path may name one huge file
+
+    def streamed(size: int) -> None:
+        nonlocal stream_left
+        stream_left -= size
+
     for path in dict.fromkeys(params.files):  # each path once, in the caller's order
         key = _wire(path)
         try:
@@ -253,15 +263,27 @@ def read_files(
                 rules.check_read(path, _lexical(path))
             guard = None if rules is None else (lambda rel, shown=path: rules.check_read(shown, rel))
             if ranged:
-                data, digest, total = _read_lines(
-                    sandbox,
-                    path,
-                    params.offset or 1,
-                    params.limit,
-                    max_file_bytes=limits.max_ranged_file_bytes,
-                    budget=budget,
-                    guard=guard,
-                )
+                cap = max(0, stream_left)
+                try:
+                    data, digest, total = _read_lines(
+                        sandbox,
+                        path,
+                        params.offset or 1,
+                        params.limit,
+                        max_file_bytes=cap,
+                        budget=budget,
+                        guard=guard,
+                        streamed=streamed,
+                    )
+                except RpcError as exc:
+                    if exc.code != ErrorCode.TOO_LARGE or cap >= limits.max_ranged_file_bytes:
+                        raise
+                    raise RpcError(
+                        ErrorCode.TOO_LARGE,
+                        f"{path!r} does not fit in what this call may still read ({cap} of "
+                        f"{limits.max_ranged_file_bytes} bytes, the rest went to the files before it): read it "
+                        "in a call of its own",
+                    ) from None
             else:
                 try:
                     data = sandbox.read_file(path, max_bytes=limits.max_file_bytes, guard=guard)
@@ -433,11 +455,16 @@ def _extend_lines(text: str, start: int, end: int, lines: int) -> tuple[int, int
         if start == 0:
             break
         start = _line_start(text, start - 1)
+    return start, _extend_end(text, end, lines)
+
+
+def _extend_end(text: str, end: int, lines: int) -> int:
+    """``end`` (a line boundary) moved down by up to ``lines`` lines."""
     for _ in range(lines):
         if end >= len(text):
             break
         end = _line_end(text, end)
-    return start, end
+    return end
 
 
 def _blocks(text: str, positions: list[int], old_len: int) -> Iterator[tuple[int, int, list[int]]]:
@@ -448,12 +475,29 @@ def _blocks(text: str, positions: list[int], old_len: int) -> Iterator[tuple[int
     stretches grown by DIFF_CONTEXT lines each way that touch are merged, as a unified
     diff merges hunks. Outside the stretches the text is unchanged, and a stretch's
     edges are line boundaries in the new text too.
+
+    Linear in the text: an occurrence that ends on the line where the previous one
+    ended changes nothing but the list (finding its line again, in a long line full of
+    occurrences, was a scan of the line for each: hours for a replace_all of one
+    character in a file of 8 MiB on one line).
     """
     current: tuple[int, int, list[int]] | None = None
+    last_line_end = -1  # the end of the line holding the character after the previous occurrence
     for at in positions:
-        start, end = _extend_lines(text, _line_start(text, at), _line_end(text, at + old_len), DIFF_CONTEXT)
+        if current is not None and at + old_len < last_line_end:
+            current[2].append(at)  # the same last line: the stretch stays as it is
+            continue
+        last_line_end = _line_end(text, at + old_len)
+        if current is not None and at <= current[1]:
+            # Starts inside the stretch: it merges, whatever context it has before it.
+            end = _extend_end(text, last_line_end, DIFF_CONTEXT)
+            current[2].append(at)
+            current = (current[0], max(current[1], end), current[2])
+            continue
+        start, end = _extend_lines(text, _line_start(text, at), last_line_end, DIFF_CONTEXT)
         if current is not None and start <= current[1]:
-            current = (current[0], max(current[1], end), [*current[2], at])
+            current[2].append(at)
+            current = (current[0], max(current[1], end), current[2])
             continue
         if current is not None:
             yield current
@@ -490,6 +534,15 @@ def _grouped_opcodes(a: list[str], b: list[str]) -> list[list[tuple[str, int, in
         )
     )
     return [[op for op in group if op[1] != op[2] or op[3] != op[4]]]
+
+
+def _hunk_lines(group: list[tuple[str, int, int, int, int]], a: list[str], b: list[str]) -> Iterator[str]:
+    for tag, o1, o2, n1, n2 in group:
+        if tag == "equal":
+            yield from (_diff_line(" ", line) for line in a[o1:o2])
+            continue
+        yield from (_diff_line("-", line) for line in a[o1:o2])
+        yield from (_diff_line("+", line) for line in b[n1:n2])
 
 
 def _diff_line(mark: str, line: str) -> str:
@@ -537,21 +590,20 @@ def edit_diff(text: str, positions: list[int], old: str, new: str, path: str, li
             hunk = [
                 f"@@ -{_hunk_range(line_no + i1, i2 - i1)} +{_hunk_range(line_no + shift + j1, j2 - j1)} @@\n"
             ]
-            for tag, o1, o2, n1, n2 in group:
-                if tag == "equal":
-                    hunk.extend(_diff_line(" ", line) for line in a[o1:o2])
-                    continue
-                hunk.extend(_diff_line("-", line) for line in a[o1:o2])
-                hunk.extend(_diff_line("+", line) for line in b[n1:n2])
-            hunk_text = "".join(hunk)
-            if size + len(hunk_text) > limit:
+            hunk_size = len(hunk[0])
+            for line in _hunk_lines(group, a, b):
+                if size + hunk_size > limit:
+                    break  # cut below anyway: the rest of a huge hunk is never built
+                hunk.append(line)
+                hunk_size += len(line)
+            if size + hunk_size > limit:
                 left = len(blocks) - shown
                 out.append(
                     f"[... diff cut here: {left} more changed part(s) not shown; read the file to see them ...]\n"
                 )
                 return after, "".join(out)
-            out.append(hunk_text)
-            size += len(hunk_text)
+            out.extend(hunk)
+            size += hunk_size
         shift += len(b) - len(a)
     return after, "".join(out)
 
@@ -648,15 +700,19 @@ def _edit(
             f"of the surrounding lines to make it unique, or set replace_all=true to replace all {count}",
             {"matches": count},
         )
+    replaced = count if params.replace_all else 1
+    # Known before the new text is built: a replace_all of a character by 8 MiB would
+    # otherwise ask for terabytes.
+    new_size = len(data) + replaced * (len(new.encode("utf-8")) - len(old.encode("utf-8")))
+    if new_size > limits.max_write_bytes:
+        raise RpcError(
+            ErrorCode.TOO_LARGE,
+            f"the edited {path!r} would be {new_size} bytes; the limit is {limits.max_write_bytes}",
+        )
     positions = _occurrences(text, old, None if params.replace_all else 1)
     written_path = _wire(sandbox.resolve(path))
     after, diff = edit_diff(text, positions, old, new, written_path, limits.max_diff_chars)
     new_data = after.encode("utf-8")
-    if len(new_data) > limits.max_write_bytes:
-        raise RpcError(
-            ErrorCode.TOO_LARGE,
-            f"the edited {path!r} would be {len(new_data)} bytes; the limit is {limits.max_write_bytes}",
-        )
     # The sha256 of what was read is the expected one: a change since is a CONFLICT.
     written = _write_bytes(sandbox, path, new_data, digest, limits, rules, checkpoints)
     result: dict[str, Any] = {

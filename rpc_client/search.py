@@ -20,6 +20,16 @@ binary files (a NUL byte in the first 8 KiB) and files over the size limit.
 The search stops at ``max_results`` matching lines, at the answer budget, when
 its time runs out, or when the request is withdrawn, and then says
 ``truncated``.
+
+Time: RE2 is linear in the text, but its factor is the size of the compiled
+pattern when its DFA gives up and it falls back to its NFA (``.{0,999}a|...``
+took 1.5 ms a byte: hours for one 16 MiB file, in one call no deadline could
+interrupt). So a file is searched in slices ending at line ends, each cut to
+what RE2 does at worst in ``SLICE_SECONDS`` for this pattern's size, and the
+deadline and the withdrawal are checked between slices; a call is never started
+when its worst case would end past the deadline. A single line too long to
+search within ``MAX_LINE_SECONDS`` at worst skips its file (counted in
+``skipped_too_large``).
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from typing import Any
 
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
-from rpc_client.ignore import GitIgnore, IgnoreRules
+from rpc_client.ignore import IgnoreRules, project_gitignore, re2_text
 from rpc_client.ignore import lexical_path as _lexical
 from rpc_client.sandbox import Sandbox, SandboxError
 from schemas.errors import ErrorCode, RpcError
@@ -46,6 +56,13 @@ MAX_LINE_CHARS = 300
 LEAD_CHARS = 80
 #: Memory RE2 may use for one compiled pattern (its default too): a larger pattern is refused.
 MAX_PATTERN_MEMORY = 8 << 20
+#: RE2's worst time per byte of text and instruction of the compiled pattern: its NFA steps
+#: every live instruction for each byte (2 to 6 ns measured); a little more, for slower machines.
+WORST_SECONDS_PER_BYTE_AND_INSTRUCTION = 8e-9
+#: Longest one call of RE2 may take at worst, unless a single line needs more.
+SLICE_SECONDS = 0.1
+#: Longest one line may take at worst; a file with a longer one is skipped as too large.
+MAX_LINE_SECONDS = 5.0
 CUT = "…"
 
 
@@ -192,7 +209,8 @@ def compile_glob(glob: str) -> Callable[[str], bool]:
 
     def matches(path: str) -> bool:
         subject = path if whole_path else path.rsplit("/", 1)[-1]
-        return regex.fullmatch(subject) is not None
+        # A name that is not UTF-8 ("caf\udce9") would make RE2 raise and fail the whole search.
+        return regex.fullmatch(re2_text(subject)) is not None
 
     return matches
 
@@ -239,16 +257,74 @@ def _path_shown(path: str) -> str:
 # --- the search --------------------------------------------------------------------------
 
 
-def _matching_lines(regex: Any, data: bytes) -> Iterator[tuple[int, bytes, int]]:
-    """(line number, line bytes, where the match starts in it) of each line with a match, in order."""
+class _OutOfTime(Exception):
+    """The search's deadline would pass during the next call of RE2, or the search was withdrawn."""
+
+
+class _LineTooLong(Exception):
+    """A line too long to search with this pattern within ``MAX_LINE_SECONDS`` at worst."""
+
+
+class Budget:
+    """The time a search may spend in RE2: slices of a file, and the check between them."""
+
+    def __init__(
+        self,
+        regex: Any,
+        deadline: float = float("inf"),
+        stop: Callable[[], bool] | None = None,
+        *,
+        slice_bytes: int | None = None,
+    ) -> None:
+        # The reverse program finds where a match starts (-1: too large to build, then unused).
+        size = max(1, int(regex.programsize), int(regex.reverseprogramsize))
+        self.per_byte = size * WORST_SECONDS_PER_BYTE_AND_INSTRUCTION
+        #: Bytes one call searches (then on to the end of its line).
+        self.slice_bytes = slice_bytes or max(1, int(SLICE_SECONDS / self.per_byte))
+        self.line_bytes = int(MAX_LINE_SECONDS / self.per_byte)
+        self.deadline = deadline
+        self.stop = stop
+
+    def spend(self, nbytes: int) -> None:
+        """Before RE2 searches ``nbytes``: _OutOfTime or _LineTooLong unless it may.
+
+        A slice longer than ``line_bytes`` (fifty slices) is one so long because the line
+        it ends with is.
+        """
+        if self.stop is not None and self.stop():
+            raise _OutOfTime
+        if nbytes > max(self.line_bytes, self.slice_bytes):
+            raise _LineTooLong
+        if time.monotonic() + nbytes * self.per_byte > self.deadline:
+            raise _OutOfTime
+
+
+def _matching_lines(
+    regex: Any, data: bytes, budget: Budget | None = None
+) -> Iterator[tuple[int, bytes, int]]:
+    """(line number, line bytes, where the match starts in it) of each line with a match, in order.
+
+    With ``budget`` the text is searched in slices that end at line ends (a match never
+    spans lines, and RE2 sees the whole text around a slice, so ``$`` and ``\\b`` at its
+    edges judge as without slices), and the budget is asked before each.
+    """
     size = len(data)
     pos = 0
     line_no = 1
     counted = 0  # line_no is the number of the line holding byte `counted`
     while pos <= size:
-        found = regex.search(data, pos)
+        end = size
+        if budget is not None:
+            if size - pos > budget.slice_bytes:
+                newline = data.find(b"\n", pos + budget.slice_bytes - 1)
+                end = size if newline < 0 else newline + 1
+            budget.spend(end - pos)
+        found = regex.search(data, pos, end)
         if found is None:
-            return
+            if end >= size:
+                return
+            pos = end
+            continue
         start = found.start()
         if start >= size and (size == 0 or data[size - 1] == 0x0A):
             return  # an empty match after the last newline: there is no line there
@@ -279,7 +355,7 @@ def search_files(
         rules.check_read(params.path, _lexical(params.path))  # before the file system: no probing
     gitignore = None
     if params.respect_gitignore:
-        gitignore = GitIgnore(lambda name: sandbox.read_file(name, max_bytes=1024 * 1024))
+        gitignore = project_gitignore(sandbox, rules)
 
     def guard(start: str) -> None:
         """The start as the walk resolved it: judged there, so a link swapped meanwhile changes nothing."""
@@ -295,10 +371,11 @@ def search_files(
 
     deadline = time.monotonic() + seconds
     expired = False
+    budget = Budget(regex, deadline, stop)
 
     def hide(rel: str, is_dir: bool) -> bool:
         nonlocal expired
-        if expired or time.monotonic() > deadline:
+        if expired or time.monotonic() > deadline or (stop is not None and stop()):
             expired = True  # out of time: leave the rest out (a tree of empty folders ends too)
             return True
         if is_dir and rel.rsplit("/", 1)[-1] == ".git":
@@ -311,7 +388,7 @@ def search_files(
         return b"\0" not in head[:BINARY_SNIFF_BYTES]
 
     matches: list[str] = []
-    budget = max_answer_bytes
+    room = max_answer_bytes
     searched = matched = binary = too_large = 0
     truncated = timed_out = False
     with contextlib.closing(sandbox.walk_files(params.path, hide=hide, guard=guard)) as walk:
@@ -330,22 +407,30 @@ def search_files(
             if data is None:
                 binary += 1
                 continue
-            searched += 1
             shown = None
-            for line_no, line, column in _matching_lines(regex, data):
-                if len(matches) >= params.max_results:
-                    truncated = True
-                    break
-                if shown is None:
-                    shown = _path_shown(found.path)
-                    matched += 1
-                row = f"{shown}:{line_no}: {show_line(line, column)}"
-                cost = len(json.dumps(row, ensure_ascii=False).encode("utf-8")) + 1  # and a comma
-                if cost > budget:
-                    truncated = True
-                    break
-                budget -= cost
-                matches.append(row)
+            try:
+                for line_no, line, column in _matching_lines(regex, data, budget):
+                    if len(matches) >= params.max_results:
+                        truncated = True
+                        break
+                    if shown is None:
+                        shown = _path_shown(found.path)
+                        matched += 1
+                    row = f"{shown}:{line_no}: {show_line(line, column)}"
+                    cost = len(json.dumps(row, ensure_ascii=False).encode("utf-8")) + 1  # and a comma
+                    if cost > room:
+                        truncated = True
+                        break
+                    room -= cost
+                    matches.append(row)
+            except _OutOfTime:
+                searched += 1
+                truncated = timed_out = True
+                break
+            except _LineTooLong:
+                too_large += 1  # (the lines before the long one may have matched)
+                continue
+            searched += 1
             if truncated:
                 break
     if expired:
