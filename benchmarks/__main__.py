@@ -352,7 +352,8 @@ async def idle_workspaces(report: Report, scratch: Path, count: int, n: int) -> 
     port = _free_port()
     env = {**os.environ, "AIHUB_TOKEN": TOKEN, "AIHUB_HOME": str(home)}
     hub = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, "-m", "hub.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "hub.cli", "serve", "--port", str(port), "--log-level", "warning",
+         "--max-workspaces", str(count + 10)],
         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     project = scratch / "idle-project"

@@ -64,6 +64,18 @@ def parser() -> argparse.ArgumentParser:
         help="a browser origin that may open workspace connections (repeatable; default none: "
         "a WebSocket with an Origin header is refused)",
     )
+    serve.add_argument(
+        "--max-workspaces",
+        type=int,
+        default=1000,
+        help="workspaces connected at once (default 1000; one more is told to try again later)",
+    )
+    serve.add_argument(
+        "--call-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a REST caller waits for a file tool's answer (commands: their own timeout + 10 s)",
+    )
     llm = serve.add_argument_group("the model (default: AIHUB_LLM_*, then OPENAI_BASE_URL/OPENAI_API_KEY)")
     llm.add_argument("--llm-base-url", help="an OpenAI-compatible base URL, or 'local' for the demo model")
     llm.add_argument("--llm-model", help="the model's name at that endpoint")
@@ -133,6 +145,9 @@ def serve(args: argparse.Namespace) -> int:
         if not os.access(path, os.R_OK):
             print(f"aihub: cannot read {path}", file=sys.stderr)
             return 2
+    if not args.call_timeout > 0 or args.max_workspaces < 1:
+        print("aihub: --call-timeout must be over 0 and --max-workspaces at least 1", file=sys.stderr)
+        return 2
     if args.max_steps < 1 or args.llm_max_retries < 0 or not args.llm_timeout > 0:
         print(
             "aihub: --max-steps must be 1 or more, --llm-max-retries 0 or more, --llm-timeout over 0",
@@ -155,6 +170,8 @@ def serve(args: argparse.Namespace) -> int:
         llm_max_retries=args.llm_max_retries,
         max_steps=args.max_steps,
         allowed_origins=tuple(args.allowed_origin),
+        call_timeout=args.call_timeout,
+        max_workspaces=args.max_workspaces,
     )
     logging.basicConfig(level=log_level.upper(), format="aihub: %(message)s")
     print(f"aihub: token ({source}): {token}", flush=True)
