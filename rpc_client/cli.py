@@ -26,7 +26,7 @@ from rpc_client.checkpoints import Checkpoints
 from rpc_client.confine import ConfinementUnavailable, SandboxMode, choose, state_folders
 from rpc_client.dispatcher import ClientContext
 from rpc_client.errors import BadRoot, ClientExit, UsageError
-from rpc_client.files import FileLimits
+from rpc_client.files import LOCAL_FILESYSTEMS, FileLimits, filesystem_type
 from rpc_client.ignore import IgnoreFileError, IgnoreRules
 from rpc_client.policy import CommandPolicy, DangerousMode, TerminalApprover
 from rpc_client.rules import root_probe
@@ -278,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             audit=AuditLog(state),
             checkpoints=Checkpoints(state),
             outputs=state / "outputs",
+            inline_reads=filesystem_type(sandbox.root) in LOCAL_FILESYSTEMS,
         )
         report(confinement_line)
         report(f"hidden from the AI: {ignore.source}")

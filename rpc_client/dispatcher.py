@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import time
@@ -73,6 +74,9 @@ class ClientContext:
     #: Commands running at once; more wait for a slot (within their own timeout).
     command_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     report: Callable[[str], None] = print
+    #: Small reads run on the event loop (only for a project on a local file system: a network
+    #: file system can hang a read, and that must not freeze the client).
+    inline_reads: bool = False
 
 
 def _validated(model: type[P], params: dict[str, Any]) -> P:
@@ -151,9 +155,23 @@ async def list_files(ctx: ClientContext, **params: Any) -> Any:
     return await _serve(ctx, "list_files", params, work)
 
 
+#: A read_files of at most this many files, each at most this large, runs on the event loop when
+#: the project is on a local file system: a worker thread's round trip costs more than the read.
+INLINE_MAX_FILES = 8
+INLINE_MAX_BYTES = 256 * 1024
+
+
 async def read_files(ctx: ClientContext, **params: Any) -> Any:
     async def work(record: CallRecord) -> dict[str, Any]:
         p = _validated(ReadFilesParams, params)
+        if ctx.inline_reads and p.offset is None and p.limit is None and len(p.files) <= INLINE_MAX_FILES:
+            small = dataclasses.replace(
+                ctx.limits, max_file_bytes=min(INLINE_MAX_BYTES, ctx.limits.max_file_bytes)
+            )
+            try:
+                return files.read_files(ctx.sandbox, p, small, ctx.ignore)
+            except RpcError:
+                pass  # a file too large for the fast path, or any failure: the thread reads it all again
         return await _in_thread(files.read_files, ctx.sandbox, p, ctx.limits, ctx.ignore)
 
     return await _serve(ctx, "read_files", params, work)
