@@ -15,7 +15,7 @@ from schemas.errors import ErrorCode
 
 #: Limits the models enforce; the client may enforce tighter ones of its own.
 MAX_PATH_CHARS = 4096
-MAX_FILES_PER_READ = 100
+MAX_FILES_PER_READ = 2000
 MAX_COMMAND_CHARS = 100_000
 MAX_COMMAND_TIMEOUT_S = 3600.0
 DEFAULT_COMMAND_TIMEOUT_S = 60.0
@@ -436,7 +436,7 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "read_files",
-            "Read up to 100 text files in one call. Answers files: {path: content}, sha256 (for the "
+            "Read up to 2,000 text files in one call (8 MiB of answer at most). Answers files: {path: content}, sha256 (for the "
             "expected_sha256 of edit_file and write_file) and total_lines. For a large file (over 8 MiB, "
             "or too large for one answer) read pages of lines: offset (first line, 1-based) and limit "
             "(number of lines) apply to every file of the call, and each content then holds only those "

@@ -9,6 +9,7 @@ from schemas.envelope import Envelope, envelope_to_jsonrpc, jsonrpc_to_envelope,
 from schemas.errors import ErrorCode
 from schemas.jsonrpc import ErrorObject, ErrorResponse, Request, Response
 from schemas.tools import (
+    MAX_FILES_PER_READ,
     TOOLS,
     EditFileParams,
     ExecuteCommandParams,
@@ -46,7 +47,7 @@ def test_the_catalogue_is_in_the_chat_completions_function_calling_shape() -> No
         (ReadFilesParams, {"files": "a.py"}),
         (ReadFilesParams, {"files": []}),
         (ReadFilesParams, {"files": [1]}),
-        (ReadFilesParams, {"files": ["a"] * 101}),
+        (ReadFilesParams, {"files": ["a"] * (MAX_FILES_PER_READ + 1)}),
         (ListFilesParams, {"recursive": "yes"}),
         (ListFilesParams, {"path": "a", "bogus": 1}),
         (WriteFileParams, {"path": "a"}),
