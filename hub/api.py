@@ -24,6 +24,7 @@ from hub.settings import HubSettings
 from schemas.envelope import error_payload, success_payload
 from schemas.framing import dump_json, load_json
 from schemas.jsonrpc import ErrorResponse, Malformed, Response
+from schemas.protocol import OUTPUT_CHUNK
 from schemas.tools import TOOLS, ExecuteCommandParams, Params, tools_for_llm, validation_errors
 
 log = logging.getLogger("aihub.hub")
@@ -49,10 +50,15 @@ async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
     """The body as a JSON object (empty: ``{}``); 413 past ``limit``, 422 when it is not an object."""
     raw = await _read_body(request, limit)
     body = load_json(raw) if raw.strip() else {}
+    # The shape of every other 422 (and of FastAPI's declared HTTPValidationError): field errors.
     if isinstance(body, Malformed):
-        raise HTTPException(422, f"the body is {body.message}")
+        raise HTTPException(
+            422, [{"loc": ["body"], "msg": f"the body is {body.message}", "type": "json_invalid"}]
+        )
     if not isinstance(body, dict):
-        raise HTTPException(422, "the body must be a JSON object")
+        raise HTTPException(
+            422, [{"loc": ["body"], "msg": "the body must be a JSON object", "type": "model_attributes_type"}]
+        )
     return body
 
 
@@ -113,7 +119,10 @@ async def _event_stream(
     events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
 
     def on_event(kind: str, data: dict[str, Any]) -> None:
-        events.put_nowait(("output", {"stream": data.get("stream"), "data": data.get("data")}))
+        # Live output only: any other notification naming the call is ignored (docs/protocol.md).
+        stream, text = data.get("stream"), data.get("data")
+        if kind == OUTPUT_CHUNK and stream in ("stdout", "stderr") and isinstance(text, str):
+            events.put_nowait(("output", {"stream": stream, "data": text}))
 
     async def run() -> None:
         try:

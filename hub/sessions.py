@@ -59,4 +59,6 @@ class SessionSigner:
         workspace_id, dot, mac = token.rpartition(".")
         if not dot or not workspace_id:
             return None
-        return workspace_id if hmac.compare_digest(mac, self._mac(workspace_id)) else None
+        # As bytes: compare_digest raises TypeError for a str with non-ASCII text (the token is the client's).
+        expected = self._mac(workspace_id).encode("ascii")
+        return workspace_id if hmac.compare_digest(mac.encode("utf-8", "surrogatepass"), expected) else None

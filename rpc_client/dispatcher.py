@@ -36,8 +36,8 @@ from rpc_client.sandbox import Sandbox
 from rpc_client.scope import CURRENT, OutputStreamer, RequestScope
 from rpc_client.terminal import printable
 from schemas.errors import ErrorCode, RpcError, error_name
-from schemas.framing import dump_json
-from schemas.jsonrpc import Request
+from schemas.framing import dump_json, load_json
+from schemas.jsonrpc import Malformed, Notification, Request, error_response, parse_message, to_wire
 from schemas.tools import (
     EditFileParams,
     ExecuteCommandParams,
@@ -147,7 +147,7 @@ def _in_thread(fn: Callable[..., dict[str, Any]], *args: Any) -> Awaitable[dict[
     return anyio.to_thread.run_sync(fn, *args)
 
 
-async def list_files(ctx: ClientContext, **params: Any) -> Any:
+async def list_files(ctx: ClientContext, /, **params: Any) -> Any:
     async def work(record: CallRecord) -> dict[str, Any]:
         p = _validated(ListFilesParams, params)
         return await _in_thread(files.list_files, ctx.sandbox, p, ctx.limits, ctx.ignore)
@@ -161,7 +161,7 @@ INLINE_MAX_FILES = 8
 INLINE_MAX_BYTES = 256 * 1024
 
 
-async def read_files(ctx: ClientContext, **params: Any) -> Any:
+async def read_files(ctx: ClientContext, /, **params: Any) -> Any:
     async def work(record: CallRecord) -> dict[str, Any]:
         p = _validated(ReadFilesParams, params)
         if ctx.inline_reads and p.offset is None and p.limit is None and len(p.files) <= INLINE_MAX_FILES:
@@ -177,7 +177,7 @@ async def read_files(ctx: ClientContext, **params: Any) -> Any:
     return await _serve(ctx, "read_files", params, work)
 
 
-async def write_file(ctx: ClientContext, **params: Any) -> Any:
+async def write_file(ctx: ClientContext, /, **params: Any) -> Any:
     async def work(record: CallRecord) -> dict[str, Any]:
         p = _validated(WriteFileParams, params)
         ctx.policy.check_write(p.path)
@@ -186,7 +186,7 @@ async def write_file(ctx: ClientContext, **params: Any) -> Any:
     return await _serve(ctx, "write_file", params, work)
 
 
-async def edit_file(ctx: ClientContext, **params: Any) -> Any:
+async def edit_file(ctx: ClientContext, /, **params: Any) -> Any:
     async def work(record: CallRecord) -> dict[str, Any]:
         p = _validated(EditFileParams, params)
         ctx.policy.check_write(p.path)
@@ -195,7 +195,7 @@ async def edit_file(ctx: ClientContext, **params: Any) -> Any:
     return await _serve(ctx, "edit_file", params, work)
 
 
-async def search_files(ctx: ClientContext, **params: Any) -> Any:
+async def search_files(ctx: ClientContext, /, **params: Any) -> Any:
     async def work(record: CallRecord) -> dict[str, Any]:
         p = _validated(SearchFilesParams, params)
         scope = CURRENT.get()
@@ -216,7 +216,7 @@ async def search_files(ctx: ClientContext, **params: Any) -> Any:
     return await _serve(ctx, "search_files", params, work)
 
 
-async def undo(ctx: ClientContext, **params: Any) -> Any:
+async def undo(ctx: ClientContext, /, **params: Any) -> Any:
     async def work(record: CallRecord) -> dict[str, Any]:
         p = _validated(UndoParams, params)
         if ctx.policy.read_only:
@@ -242,14 +242,28 @@ async def undo(ctx: ClientContext, **params: Any) -> Any:
 T = TypeVar("T")
 
 
-async def _unless_withdrawn(scope: RequestScope | None, work: Awaitable[T]) -> T:
-    """``work``, unless the hub withdraws the request first (then CANCELLED, and the work is stopped)."""
+async def _unless_withdrawn(
+    scope: RequestScope | None, work: Awaitable[T], undo: Callable[[T], None] | None = None
+) -> T:
+    """``work``, unless the hub withdraws the request first (then CANCELLED, and the work is stopped).
+
+    When the caller is cancelled (its timeout ran out), ``work`` is stopped too; had it
+    finished just then, ``undo`` gives back what it got (a command slot).
+    """
     task = asyncio.ensure_future(work)
-    if scope is None:
-        return await task
-    withdrawn = asyncio.ensure_future(scope.cancelled.wait())
+    withdrawn = asyncio.ensure_future(scope.cancelled.wait() if scope is not None else asyncio.Event().wait())
     try:
         await asyncio.wait({task, withdrawn}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        try:
+            result = await task
+        except BaseException:  # noqa: S110 - it was stopped, as asked
+            pass
+        else:
+            if undo is not None:
+                undo(result)
+        raise
     finally:
         withdrawn.cancel()
     if not task.done():
@@ -260,7 +274,7 @@ async def _unless_withdrawn(scope: RequestScope | None, work: Awaitable[T]) -> T
     return task.result()
 
 
-async def execute_command(ctx: ClientContext, **params: Any) -> Any:
+async def execute_command(ctx: ClientContext, /, **params: Any) -> Any:
     async def work(record: CallRecord) -> dict[str, Any]:
         p = _validated(ExecuteCommandParams, params)
         # The timeout covers the user's approval, the wait for a slot and the run:
@@ -272,7 +286,9 @@ async def execute_command(ctx: ClientContext, **params: Any) -> Any:
         )
         try:
             async with asyncio.timeout(deadline - time.monotonic()):
-                await _unless_withdrawn(scope, ctx.command_slots.acquire())
+                await _unless_withdrawn(
+                    scope, ctx.command_slots.acquire(), lambda _: ctx.command_slots.release()
+                )
         except TimeoutError:
             raise RpcError(
                 ErrorCode.TIMEOUT,
@@ -339,7 +355,7 @@ async def execute_command(ctx: ClientContext, **params: Any) -> Any:
     return await _serve(ctx, "execute_command", params, work)
 
 
-async def read_output(ctx: ClientContext, **params: Any) -> Any:
+async def read_output(ctx: ClientContext, /, **params: Any) -> Any:
     async def work(record: CallRecord) -> dict[str, Any]:
         p = _validated(ReadOutputParams, params)
         if ctx.outputs is None:
@@ -363,9 +379,22 @@ METHODS: dict[str, Callable[..., Awaitable[Any]]] = {
 
 
 async def dispatch(ctx: ClientContext, text: str) -> str:
-    """Answer one JSON-RPC request text; ``""`` for a notification (send nothing)."""
-    response: str = await async_dispatch(text, methods=METHODS, context=ctx, serializer=dump_json)
-    return response
+    """Answer one JSON-RPC request text; ``""`` for a notification (send nothing, run nothing).
+
+    The text is read by our own strict parser (no NaN, Infinity or 1e400 ids that no
+    peer could read back), as the transport does, then served like its requests.
+    """
+    value = load_json(text)
+    message = value if isinstance(value, Malformed) else parse_message(value)
+    if isinstance(message, Request):
+        return await dispatch_request(ctx, message)
+    if isinstance(message, Notification):
+        return ""
+    if isinstance(message, Malformed):
+        return dump_json(to_wire(error_response(message.id, message.code, message.message)))
+    return dump_json(
+        to_wire(error_response(None, ErrorCode.INVALID_REQUEST, "the client takes requests, not answers"))
+    )
 
 
 # jsonrpcserver binds params with inspect.signature on every call; a signature computed once

@@ -8,6 +8,7 @@ envelope exists.
 from __future__ import annotations
 
 import json
+import math
 import re
 from enum import StrEnum
 from typing import Any
@@ -35,39 +36,67 @@ class _NotJson(ValueError):
 
 
 def _no_constant(name: str) -> Any:
-    raise _NotJson(f"{name} is not JSON")
+    raise _NotJson(f"JSON text with {name} (not JSON)")
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):  # 1e400: valid syntax, but no peer can write it back as JSON
+        raise _NotJson("JSON text with a number out of range")
+    return value
+
+
+def _lenient(text: str) -> Any | Malformed:
+    """The value of JSON text that only NaN, Infinity or out-of-range numbers spoil: its id is still read."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return Malformed(ErrorCode.PARSE_ERROR, "JSON nested too deeply")
+    except ValueError:
+        return Malformed(ErrorCode.PARSE_ERROR, "not valid JSON")
 
 
 def load_json(text: str | bytes) -> Any | Malformed:
     """Decode JSON text; never raises.
 
-    Refused as parse errors: bad UTF-8, bad syntax, numbers too long, nesting
-    too deep, ``NaN``/``Infinity`` (not JSON), and ``\\udXXX`` escapes that leave
-    a lone surrogate (text that no peer could encode back to UTF-8). For the
-    last two the message is still readable, so its id is kept: the call it
-    answers gets the error instead of waiting for its timeout.
+    Refused as parse errors: bad UTF-8 (bytes are UTF-8, an encoded surrogate
+    included), bad syntax, numbers too long, nesting too deep, ``NaN``/``Infinity``
+    and numbers out of range such as ``1e400`` (not JSON a peer could write back),
+    and ``\\udXXX`` escapes that leave a lone surrogate (text that no peer could
+    encode back to UTF-8). For the last two kinds the message is still readable,
+    so its id is kept: the call it answers gets the error instead of waiting for
+    its timeout.
     """
+    if isinstance(text, bytes):
+        try:
+            # Strict UTF-8: json.loads would take UTF-16/32 and let an encoded surrogate through.
+            text = text.decode("utf-8").removeprefix("\ufeff")
+        except UnicodeDecodeError:
+            return Malformed(ErrorCode.PARSE_ERROR, "not valid JSON (bad UTF-8)")
     try:
-        value = json.loads(text, parse_constant=_no_constant)
-        if _ESCAPED_SURROGATE.search(
-            text if isinstance(text, str) else text.decode("utf-8", errors="replace")
-        ):
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except _NotJson as exc:
+        lenient = _lenient(text)  # what else is wrong with the text, once NaN is allowed
+        if isinstance(lenient, Malformed):
+            return lenient
+        return Malformed(ErrorCode.PARSE_ERROR, str(exc), _readable_id(lenient))
+    except RecursionError:
+        return Malformed(ErrorCode.PARSE_ERROR, "JSON nested too deeply")
+    except ValueError:
+        # JSONDecodeError and int-too-long.
+        return Malformed(ErrorCode.PARSE_ERROR, "not valid JSON")
+    if _ESCAPED_SURROGATE.search(text):
+        try:
             dump_json(value).encode("utf-8")
-        return value
-    except _NotJson:
-        return Malformed(
-            ErrorCode.PARSE_ERROR, "JSON text with NaN or Infinity (not JSON)", _readable_id(json.loads(text))
-        )
-    except UnicodeEncodeError:
-        return Malformed(
-            ErrorCode.PARSE_ERROR,
-            "JSON text with a lone surrogate escape (not valid Unicode)",
-            _readable_id(value),
-        )
-    except (ValueError, RecursionError) as exc:
-        # ValueError covers JSONDecodeError, UnicodeDecodeError and int-too-long.
-        reason = "not valid JSON" if not isinstance(exc, RecursionError) else "JSON nested too deeply"
-        return Malformed(ErrorCode.PARSE_ERROR, reason)
+        except UnicodeEncodeError:
+            return Malformed(
+                ErrorCode.PARSE_ERROR,
+                "JSON text with a lone surrogate escape (not valid Unicode)",
+                _readable_id(value),
+            )
+        except RecursionError:
+            return Malformed(ErrorCode.PARSE_ERROR, "JSON nested too deeply")
+    return value
 
 
 def _readable_id(value: object) -> int | str | None:
