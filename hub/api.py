@@ -46,6 +46,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def find_workspace(registry: Registry, workspace_id: str) -> Workspace:
+    """The workspace a route names by id or name: 409 for a name several share, 404 for none."""
+    try:
+        workspace = registry.find(workspace_id)
+    except AmbiguousName as exc:
+        raise HTTPException(409, str(exc)) from None
+    if workspace is None:
+        raise HTTPException(404, f"no connected workspace {workspace_id!r}")
+    return workspace
+
+
 async def read_json_body(request: Request, limit: int) -> dict[str, Any]:
     """The body as a JSON object (empty: ``{}``); 413 past ``limit``, 422 when it is not an object."""
     raw = await _read_body(request, limit)
@@ -174,12 +185,7 @@ def build_router(registry: Registry, settings: HubSettings, require_token: Calla
 
     @router.post("/workspaces/{workspace_id}/tools/{method}", response_model=None)
     async def call_tool(workspace_id: str, method: str, request: Request) -> JSONResponse | StreamingResponse:
-        try:
-            workspace = registry.find(workspace_id)
-        except AmbiguousName as exc:
-            raise HTTPException(409, str(exc)) from None
-        if workspace is None:
-            raise HTTPException(404, f"no connected workspace {workspace_id!r}")
+        workspace = find_workspace(registry, workspace_id)
         spec = TOOLS.get(method)
         if spec is None:
             raise HTTPException(404, f"no tool {method!r}; the tools are {sorted(TOOLS)}")

@@ -26,11 +26,12 @@ from hub.api import (
     CallerGone,
     answer_payload,
     call_timeout,
+    find_workspace,
     read_json_body,
     unless_disconnected,
 )
 from hub.conversations import Conversations, TurnRecorder
-from hub.errors import AmbiguousName, CallTimeout, WorkspaceBusy, WorkspaceGone
+from hub.errors import CallTimeout, WorkspaceBusy, WorkspaceGone
 from hub.llm.loop import Emit, LoopLimits, OnOutput, Turn, TurnResult, system_prompt
 from hub.llm.model import ChatModel, Message, ModelError
 from hub.registry import OnEvent, Registry, Workspace
@@ -272,13 +273,7 @@ def build_router(registry: Registry, service: ChatService, require_token: Callab
     router = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
 
     def find(workspace_id: str) -> Workspace:
-        try:
-            workspace = registry.find(workspace_id)
-        except AmbiguousName as exc:
-            raise HTTPException(409, str(exc)) from None
-        if workspace is None:
-            raise HTTPException(404, f"no connected workspace {workspace_id!r}")
-        return workspace
+        return find_workspace(registry, workspace_id)
 
     @router.post("/workspaces/{workspace_id}/chat", response_model=None)
     async def chat(workspace_id: str, request: Request) -> JSONResponse | StreamingResponse:

@@ -132,11 +132,8 @@ def test_a_workspace_keeps_its_id_across_a_hub_restart(hub: Hub, project: Path, 
     assert client.process.poll() is None
 
 
-def test_a_client_that_does_not_come_back_fails_its_calls_after_the_grace(
-    hub: Hub, proxy: Proxy, project: Path, start_client: Callable[..., Client]
-) -> None:
-    client = start_client(ViaProxy(hub, proxy), project, "--dangerous", "deny", name="lost")  # type: ignore[arg-type]
-    wid = hub.workspace_id("lost")
+def start_a_long_command(hub: Hub, wid: str, project: Path) -> tuple[dict[str, object], threading.Thread]:
+    """A REST call of a minute-long command, in a thread, once the command has started."""
     outcome: dict[str, object] = {}
 
     def call() -> None:
@@ -147,6 +144,15 @@ def test_a_client_that_does_not_come_back_fails_its_calls_after_the_grace(
     worker = threading.Thread(target=call)
     worker.start()
     wait_until(lambda: (project / "started").exists(), what="the command to start")
+    return outcome, worker
+
+
+def test_a_client_that_does_not_come_back_fails_its_calls_after_the_grace(
+    hub: Hub, proxy: Proxy, project: Path, start_client: Callable[..., Client]
+) -> None:
+    client = start_client(ViaProxy(hub, proxy), project, "--dangerous", "deny", name="lost")  # type: ignore[arg-type]
+    wid = hub.workspace_id("lost")
+    outcome, worker = start_a_long_command(hub, wid, project)
     proxy.server.close()  # no way back: the relay stops listening
     proxy.cut()
     listed = wait_until(
@@ -166,16 +172,7 @@ def test_a_client_that_stops_on_purpose_fails_its_calls_at_once(
 ) -> None:
     client = start_client(hub, project, "--dangerous", "deny", name="leaving")
     wid = hub.workspace_id("leaving")
-    outcome: dict[str, object] = {}
-
-    def call() -> None:
-        started = time.monotonic()
-        response = hub.call(wid, "execute_command", {"command": "touch started; sleep 60", "timeout": 120})
-        outcome.update(status=response.status_code, seconds=time.monotonic() - started)
-
-    worker = threading.Thread(target=call)
-    worker.start()
-    wait_until(lambda: (project / "started").exists(), what="the command to start")
+    outcome, worker = start_a_long_command(hub, wid, project)
     client.process.terminate()  # Ctrl-C / SIGTERM: a clean close
     worker.join(30)
     assert outcome["status"] == 502
