@@ -21,6 +21,8 @@ Every answer must be sendable as one WebSocket text frame under the hub's limit:
 from __future__ import annotations
 
 import base64
+import bisect
+import collections
 import difflib
 import hashlib
 import json
@@ -190,10 +192,26 @@ def _read_lines(
     line = 1  # the number of the line the next byte belongs to
     tail_newline = True  # whether the bytes read so far end with a newline (none read: no open line)
     with sandbox.open_file(path, max_bytes=max_file_bytes, guard=guard) as reader:
+        identity = reader.identity()
+        known = _LINE_INDEX.get(identity)
+        # (line, byte offset) at the start of each chunk: where a later page can start reading.
+        index: list[tuple[int, int]] = []
+        if known is not None:  # paged before and unchanged: start near the first line, stop after the last
+            _LINE_INDEX.move_to_end(identity)
+            # The last chunk that starts inside a line before the first one wanted (a chunk may start
+            # in the middle of a line: reading on from there finds the next line start as usual).
+            line, offset = known[2][max(0, bisect.bisect_left(known[2], (first, -1)) - 1)]
+            reader.seek(offset)
+        offset = 0 if known is None else offset
         for chunk in reader.chunks():
             if streamed is not None:
                 streamed(len(chunk))
-            digest.update(chunk)
+            if known is None:
+                index.append((line, offset))
+                offset += len(chunk)
+                digest.update(chunk)
+            elif last is not None and line > last:
+                break
             tail_newline = chunk.endswith(b"\n")
             pos, size = 0, len(chunk)
             if line < first:
@@ -224,8 +242,24 @@ def _read_lines(
                     "lines (a smaller limit)",
                 )
             picked.append(chunk[pos:end])
+    if known is not None:
+        return b"".join(picked), known[0], known[1]
     total = line - 1 + (0 if tail_newline else 1)
+    _LINE_INDEX[identity] = (digest.hexdigest(), total, index)
+    while len(_LINE_INDEX) > LINE_INDEX_FILES:
+        _LINE_INDEX.popitem(last=False)
     return b"".join(picked), digest.hexdigest(), total
+
+
+#: Files paged recently: their digest, line count and where each 1 MiB chunk starts, keyed by
+#: (device, inode, size, mtime). Paging through a large file then reads only each page, not
+#: the whole file again for its digest. (A file rewritten within the same nanosecond to the
+#: same size would keep a stale digest: a later expected_sha256 would then conflict, never
+#: overwrite.)
+LINE_INDEX_FILES = 16
+_LINE_INDEX: collections.OrderedDict[tuple[int, int, int, int], tuple[str, int, list[tuple[int, int]]]] = (
+    collections.OrderedDict()
+)
 
 
 def read_files(

@@ -344,6 +344,15 @@ class FileReader:
         """The whole content (what is left of it); TOO_LARGE past ``max_bytes``."""
         return b"".join(self.chunks())
 
+    def identity(self) -> tuple[int, int, int, int]:
+        """(device, inode, size, mtime in ns) now: what a cache of this file's digest is keyed by."""
+        st = os.fstat(self._fd)
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def seek(self, offset: int) -> None:
+        """Go on reading from byte ``offset`` (``max_bytes`` then counts from there)."""
+        os.lseek(self._fd, offset, os.SEEK_SET)
+
 
 class WalkedFile:
     """A regular file found by :meth:`Sandbox.walk_files`; readable until the walk moves on."""

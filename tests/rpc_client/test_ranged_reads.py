@@ -17,6 +17,7 @@ from rpc_client.files import FileLimits
 from rpc_client.policy import CommandPolicy, DangerousMode
 from rpc_client.sandbox import FileReader, Sandbox
 from schemas.errors import ErrorCode
+from schemas.tools import ReadFilesParams
 from tests.rpc_client.helpers import NoApprover, call
 
 pytestmark = pytest.mark.anyio
@@ -192,3 +193,30 @@ async def test_a_file_over_the_default_8_mib_cap_is_read_in_pages(root: Path) ->
         assert "offset and limit" in whole["data"]["errors"]["big.txt"]
         page = (await read(ctx, files=["big.txt"], offset=90_001, limit=10))["result"]
         assert page["files"]["big.txt"] == "the end\n" and page["total_lines"]["big.txt"] == 90_001
+
+
+def test_paging_a_large_file_twice_answers_the_same_from_the_line_index(tmp_path: Path) -> None:
+    """The second pass starts each page near its first line (the index of a first pass), same answers."""
+    root = tmp_path / "paged"
+    root.mkdir()
+    # Lines of varied length, some longer than a 1 MiB chunk, so chunks start mid-line.
+    lines = [("x" * (i % 7000)) + f" line {i}\n" for i in range(3000)]
+    lines[1500] = "y" * (3 * 1024 * 1024) + "\n"
+    (root / "big.txt").write_text("".join(lines))
+    files._LINE_INDEX.clear()
+    with Sandbox(root) as sb:
+
+        def page(offset: int, limit: int) -> tuple[str, str, int]:
+            result = files.read_files(
+                sb, ReadFilesParams(files=["big.txt"], offset=offset, limit=limit), files.FileLimits()
+            )
+            return result["files"]["big.txt"], result["sha256"]["big.txt"], result["total_lines"]["big.txt"]
+
+        spots = [(1, 3), (700, 5), (1499, 3), (1501, 2), (2999, 5), (3001, 1)]
+        first = [page(o, n) for o, n in spots]
+        assert len(files._LINE_INDEX) == 1
+        second = [page(o, n) for o, n in spots]
+    assert first == second
+    assert first[0][0] == "".join(lines[0:3]) and first[2][0] == "".join(lines[1498:1501])
+    assert first[3][0] == "".join(lines[1500:1502]) and first[5][0] == ""
+    assert first[0][2] == 3000
