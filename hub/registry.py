@@ -34,6 +34,9 @@ OnEvent = Callable[[str, dict[str, Any]], None]
 #: Closes the socket with (close code, reason).
 Close = Callable[[int, str], Awaitable[None]]
 
+#: How long a ``$/cancelRequest`` may wait to be sent before it is dropped.
+WITHDRAW_SEND_TIMEOUT_S = 5.0
+
 #: Pending calls are keyed by the id's JSON type and value: "1" does not answer 1.
 Key = tuple[str, str]
 
@@ -148,8 +151,11 @@ class Workspace:
         task.add_done_callback(self._background.discard)
 
     async def _send_quietly(self, text: str) -> None:
-        with contextlib.suppress(WorkspaceGone):
-            await self.send(text)
+        # Bounded: to a peer that stopped reading, a withdrawal would wait forever, and one such
+        # task per timed-out call would pile up.
+        with contextlib.suppress(WorkspaceGone, TimeoutError):
+            async with asyncio.timeout(WITHDRAW_SEND_TIMEOUT_S):
+                await self.send(text)
 
     def on_notification(self, notification: Notification) -> None:
         """Hand a request's notification (its live output) to whoever listens for it."""
