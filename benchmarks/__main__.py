@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,15 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
+from benchmarks.processes import (
+    free_port,
+    rss_kib,
+    start_client,
+    start_hub,
+    stop,
+    wait_connected,
+    wait_healthy,
+)
 from hub.app import create_app
 from hub.component import WorkspaceHub
 from hub.registry import Workspace
@@ -75,12 +83,6 @@ class Report:
 
 
 # --- helpers ----------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:
@@ -134,13 +136,6 @@ async def _best_of(repeat: int, once: Callable[[], Awaitable[object]]) -> float:
     return best
 
 
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 class EchoServer:
     """The baseline: a raw websockets echo on loopback, Python on both ends."""
 
@@ -187,12 +182,12 @@ class Setup:
     clients: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     async def connect_client(self, root: Path, name: str, timeout: float = 30) -> Workspace:
-        process = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is timed
-            [sys.executable, "-m", "rpc_client.cli", "--hub", f"ws://127.0.0.1:{self.port}/ws/workspace",
-             "--root", str(root), "--name", name, "--dangerous", "deny", "--sandbox", "none"],
-            env={**os.environ, "AIHUB_TOKEN": TOKEN, "AIHUB_HOME": str(self.home)},
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        process = start_client(
+            f"ws://127.0.0.1:{self.port}/ws/workspace",
+            root,
+            name,
+            {"AIHUB_TOKEN": TOKEN, "AIHUB_HOME": str(self.home)},
+        )
         self.clients.append(process)
         deadline = time.monotonic() + timeout
         while (workspace := self.hub.registry.find(name)) is None:
@@ -349,13 +344,10 @@ async def idle_workspaces(report: Report, scratch: Path, count: int, n: int) -> 
     """Hub memory per idle workspace, and a call's p99 with them connected (a separate hub process)."""
     home = scratch / "idle-home"
     home.mkdir()
-    port = _free_port()
-    env = {**os.environ, "AIHUB_TOKEN": TOKEN, "AIHUB_HOME": str(home)}
-    hub = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, "-m", "hub.cli", "serve", "--port", str(port), "--log-level", "warning",
-         "--max-workspaces", str(count + 10)],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    port = free_port()
+    env = {"AIHUB_TOKEN": TOKEN, "AIHUB_HOME": str(home)}
+    url = f"ws://127.0.0.1:{port}/ws/workspace"
+    hub = start_hub(port, env, "--max-workspaces", str(count + 10))
     project = scratch / "idle-project"
     project.mkdir()
     (project / "small.py").write_text("print('hello')\n" * 10)
@@ -365,55 +357,35 @@ async def idle_workspaces(report: Report, scratch: Path, count: int, n: int) -> 
         async with httpx2.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
         ) as http:
-            for _ in range(400):
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx2.HTTPError:
-                    await asyncio.sleep(0.05)
-            client = subprocess.Popen(  # noqa: ASYNC220
-                [sys.executable, "-m", "rpc_client.cli", "--hub", f"ws://127.0.0.1:{port}/ws/workspace",
-                 "--root", str(project), "--name", "busy", "--dangerous", "deny", "--sandbox", "none"],
-                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            while not any(w["name"] == "busy" for w in (await http.get("/api/workspaces")).json()):  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+            await wait_healthy(http)
+            client = start_client(url, project, "busy", env)
+            await wait_connected(http, "busy")
 
             async def call() -> None:
                 await http.post("/api/workspaces/busy/tools/read_files", json={"files": ["small.py"]})
 
             alone = await _time(n, call)
-            before = _rss_kib(hub.pid)
-            url = f"ws://127.0.0.1:{port}/ws/workspace"
+            before = rss_kib(hub.pid)
             for i in range(count):
                 ws = await connect(
                     url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, compression=None
                 )
-                await ws.send(
-                    json.dumps(
-                        {
-                            "jsonrpc": "2.0",
-                            "id": 1,
-                            "method": "initialize",
-                            "params": {"workspace": f"idle-{i}"},
-                        }
-                    )
-                )
+                hello = {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "initialize",
+                    "params": {"workspace": f"idle-{i}"},
+                }
+                await ws.send(json.dumps(hello))
                 await ws.recv()
                 sockets.append(ws)
             await asyncio.sleep(1)
-            after = _rss_kib(hub.pid)
+            after = rss_kib(hub.pid)
             crowded = await _time(n, call)
     finally:
         for ws in sockets:
             await ws.close()
-        for process in (client, hub):
-            if process is not None:
-                process.terminate()
-                try:
-                    await asyncio.to_thread(process.wait, 10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        await stop([client, hub])
     per = (after - before) / count
     report.add(Row(f"hub memory per idle workspace ({count:,} connected)", per, "KiB", "", None, None,
                    "<= 100 KiB", per <= 100, f"hub RSS {before:,} -> {after:,} KiB"))  # fmt: skip
@@ -426,48 +398,29 @@ async def idle_workspaces(report: Report, scratch: Path, count: int, n: int) -> 
 async def start_times(report: Report, scratch: Path) -> None:
     home = scratch / "start-home"
     home.mkdir()
-    port = _free_port()
-    env = {**os.environ, "AIHUB_TOKEN": TOKEN, "AIHUB_HOME": str(home)}
+    port = free_port()
+    env = {"AIHUB_TOKEN": TOKEN, "AIHUB_HOME": str(home)}
     project = scratch / "start-project"
     project.mkdir()
     (project / "a.txt").write_text("a\n")
     started = time.perf_counter()
-    hub = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, "-m", "hub.cli", "serve", "--port", str(port), "--log-level", "warning"],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    hub = start_hub(port, env)
     client: subprocess.Popen[bytes] | None = None
     try:
         async with httpx2.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
         ) as http:
-            while True:
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx2.HTTPError:
-                    await asyncio.sleep(0.005)
+            await wait_healthy(http, poll=0.005)
             hub_ready = time.perf_counter() - started
             started = time.perf_counter()
-            client = subprocess.Popen(  # noqa: ASYNC220
-                [sys.executable, "-m", "rpc_client.cli", "--hub", f"ws://127.0.0.1:{port}/ws/workspace",
-                 "--root", str(project), "--name", "start", "--dangerous", "deny", "--sandbox", "none"],
-                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            while not (await http.get("/api/workspaces")).json():  # noqa: ASYNC110
-                await asyncio.sleep(0.005)
+            client = start_client(f"ws://127.0.0.1:{port}/ws/workspace", project, "start", env)
+            await wait_connected(http, "start", poll=0.005)
             client_ready = time.perf_counter() - started
             answer = await http.post("/api/workspaces/start/tools/read_files", json={"files": ["a.txt"]})
             first_call = time.perf_counter() - started
             assert answer.json()["status"] == "success"
     finally:
-        for process in (client, hub):
-            if process is not None:
-                process.terminate()
-                try:
-                    await asyncio.to_thread(process.wait, 10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        await stop([client, hub])
     report.add(
         Row("hub start to answering /healthz", hub_ready * 1000, "ms", target="<= 1 s", met=hub_ready <= 1)
     )
@@ -487,7 +440,7 @@ async def main(args: argparse.Namespace) -> int:
     (project / "small.py").write_text("print('hello')\n" * 10)
     home = scratch / "home"
     home.mkdir()
-    port = _free_port()
+    port = free_port()
     app = create_app(HubSettings(token=TOKEN, home=home))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
@@ -514,12 +467,7 @@ async def main(args: argparse.Namespace) -> int:
         if "start" in only:
             await start_times(report, scratch)
     finally:
-        for process in setup.clients:
-            process.terminate()
-            try:  # waited for off the loop: the hub in this loop must answer the client's close
-                await asyncio.to_thread(process.wait, 10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        await stop(setup.clients)
         server.should_exit = True
         await serving
         shutil.rmtree(scratch, ignore_errors=True)

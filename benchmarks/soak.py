@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import collections
 import json
-import os
 import random
 import subprocess
 import sys
@@ -32,22 +31,10 @@ import httpx2
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from benchmarks.processes import free_port, rss_kib, start_client, start_hub, wait_connected, wait_healthy
+from benchmarks.processes import stop as stop_processes
+
 TOKEN = "soak-token"  # noqa: S105 - a throwaway token for a loopback-only run
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def light_peer(url: str, name: str, stop: asyncio.Event, stats: collections.Counter[str]) -> None:
@@ -143,13 +130,9 @@ async def main(seconds: float, clients: int, callers: int) -> int:
     home.mkdir()
     project.mkdir()
     (project / "a.txt").write_text("line\n" * 100)
-    port = _free_port()
-    env = {**os.environ, "AIHUB_TOKEN": TOKEN, "AIHUB_HOME": str(home)}
-    hub = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is measured
-        [sys.executable, "-m", "hub.cli", "serve", "--port", str(port), "--log-level", "error",
-         "--max-workspaces", str(clients + 10), "--call-timeout", "10"],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    port = free_port()
+    env = {"AIHUB_TOKEN": TOKEN, "AIHUB_HOME": str(home)}
+    hub = start_hub(port, env, "--max-workspaces", str(clients + 10), "--call-timeout", "10")
     client: subprocess.Popen[bytes] | None = None
     stats: collections.Counter[str] = collections.Counter()
     latencies: list[float] = []
@@ -159,20 +142,10 @@ async def main(seconds: float, clients: int, callers: int) -> int:
         async with httpx2.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
         ) as http:
-            for _ in range(400):
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx2.HTTPError:
-                    await asyncio.sleep(0.05)
-            client = subprocess.Popen(  # noqa: ASYNC220
-                [sys.executable, "-m", "rpc_client.cli", "--hub", url, "--root", str(project), "--name", "real",
-                 "--dangerous", "deny", "--sandbox", "none"],
-                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            while not any(w["name"] == "real" for w in (await http.get("/api/workspaces")).json()):  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-            hub_start, client_start = _rss_mib(hub.pid), _rss_mib(client.pid)
+            await wait_healthy(http)
+            client = start_client(url, project, "real", env)
+            await wait_connected(http, "real")
+            hub_start, client_start = rss_kib(hub.pid) / 1024, rss_kib(client.pid) / 1024
             names = ["real", *(f"peer-{i}" for i in range(clients))]
             peers = [asyncio.create_task(light_peer(url, n, stop, stats)) for n in names[1:]]
             calls = [asyncio.create_task(caller(http, names, stop, stats, latencies)) for _ in range(callers)]
@@ -184,15 +157,9 @@ async def main(seconds: float, clients: int, callers: int) -> int:
             await asyncio.gather(*peers, return_exceptions=True)
             await asyncio.sleep(1)
             left = [w for w in (await http.get("/api/workspaces")).json() if w["in_flight"]]
-            hub_end, client_end = _rss_mib(hub.pid), _rss_mib(client.pid)
+            hub_end, client_end = rss_kib(hub.pid) / 1024, rss_kib(client.pid) / 1024
     finally:
-        for process in (client, hub):
-            if process is not None:
-                process.terminate()
-                try:
-                    await asyncio.to_thread(process.wait, 10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        await stop_processes([client, hub])
     latencies.sort()
     p50 = latencies[len(latencies) // 2] * 1000 if latencies else 0
     p99 = latencies[int(len(latencies) * 0.99)] * 1000 if latencies else 0
