@@ -12,23 +12,29 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
-from hub.errors import AmbiguousName, CallTimeout, WorkspaceBusy, WorkspaceGone
+from hub.errors import AmbiguousName, CallTimeout, HubShuttingDown, KeyInFlight, WorkspaceBusy, WorkspaceGone
 from hub.registry import Registry, Workspace
 from hub.settings import HubSettings
 from schemas.envelope import error_payload, success_payload
 from schemas.framing import dump_json, load_json
 from schemas.jsonrpc import ErrorResponse, Malformed, Response
-from schemas.protocol import OUTPUT_CHUNK
+from schemas.protocol import OUTPUT_CHUNK, idempotency_key_problem
 from schemas.tools import TOOLS, ExecuteCommandParams, Params, tools_for_llm, validation_errors
 
 log = logging.getLogger("aihub.hub")
 T = TypeVar("T")
+
+IDEMPOTENCY_HELP = (
+    "Makes the call safe to retry: the client runs it once and answers a later call with the same "
+    "key (even after a hub restart, while it keeps the workspace) with the first run's answer. "
+    "1 to 128 visible ASCII characters. A keyed call is not withdrawn when its caller hangs up."
+)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -120,7 +126,7 @@ def _event(name: str, data: dict[str, Any]) -> str:
 
 
 async def _event_stream(
-    workspace: Workspace, method: str, params: dict[str, Any], timeout: float
+    workspace: Workspace, method: str, params: dict[str, Any], timeout: float, key: str | None
 ) -> AsyncIterator[str]:
     """Server-sent events: ``output`` as a command prints, then one ``result`` (or ``error``).
 
@@ -137,14 +143,20 @@ async def _event_stream(
 
     async def run() -> None:
         try:
-            answer = await workspace.call(method, params, timeout=timeout, on_event=on_event)
+            answer = await workspace.call(
+                method, params, timeout=timeout, on_event=on_event, idempotency_key=key
+            )
             events.put_nowait(("result", answer_payload(answer)))
         except CallTimeout as exc:
             events.put_nowait(("error", {"status_code": 504, "detail": str(exc)}))
+        except HubShuttingDown as exc:
+            events.put_nowait(("error", {"status_code": 503, "detail": str(exc)}))
         except WorkspaceGone as exc:
             events.put_nowait(("error", {"status_code": 502, "detail": str(exc)}))
         except WorkspaceBusy as exc:
             events.put_nowait(("error", {"status_code": 429, "detail": str(exc)}))
+        except KeyInFlight as exc:
+            events.put_nowait(("error", {"status_code": 409, "detail": str(exc)}))
         except Exception:  # the stream must end whatever happens
             log.exception("%s: streaming call failed", method)
             events.put_nowait(
@@ -184,7 +196,12 @@ def build_router(registry: Registry, settings: HubSettings, require_token: Calla
         return tools_for_llm()
 
     @router.post("/workspaces/{workspace_id}/tools/{method}", response_model=None)
-    async def call_tool(workspace_id: str, method: str, request: Request) -> JSONResponse | StreamingResponse:
+    async def call_tool(
+        workspace_id: str,
+        method: str,
+        request: Request,
+        idempotency_key: Annotated[str | None, Header(description=IDEMPOTENCY_HELP)] = None,
+    ) -> JSONResponse | StreamingResponse:
         workspace = find_workspace(registry, workspace_id)
         spec = TOOLS.get(method)
         if spec is None:
@@ -199,20 +216,31 @@ def build_router(registry: Registry, settings: HubSettings, require_token: Calla
             ) from None
         wire_params = params.model_dump(exclude_unset=True)
         timeout = call_timeout(settings, params)
+        key = idempotency_key
+        if key is not None and (problem := idempotency_key_problem(key)):
+            raise HTTPException(
+                422, [{"loc": ["header", "Idempotency-Key"], "msg": problem, "type": "value_error"}]
+            )
         if "text/event-stream" in request.headers.get("accept", ""):
             return StreamingResponse(
-                _event_stream(workspace, method, wire_params, timeout),
+                _event_stream(workspace, method, wire_params, timeout, key),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
             )
         try:
-            answer = await unless_disconnected(request, workspace.call(method, wire_params, timeout=timeout))
+            answer = await unless_disconnected(
+                request, workspace.call(method, wire_params, timeout=timeout, idempotency_key=key)
+            )
         except CallTimeout as exc:
             raise HTTPException(504, str(exc)) from None
+        except HubShuttingDown as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "2"}) from None
         except WorkspaceGone as exc:
             raise HTTPException(502, str(exc)) from None
         except WorkspaceBusy as exc:
             raise HTTPException(429, str(exc), headers={"Retry-After": "1"}) from None
+        except KeyInFlight as exc:
+            raise HTTPException(409, str(exc), headers={"Retry-After": "1"}) from None
         except CallerGone:
             return JSONResponse({"detail": "the caller hung up"}, CLIENT_CLOSED)
         return JSONResponse(answer_payload(answer))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import time
 
@@ -17,6 +18,7 @@ import uvicorn
 from hub import chat_cli
 from hub.app import create_app
 from hub.auth import ClientTokens, load_or_create_token
+from hub.component import WorkspaceHub
 from hub.llm.factory import ModelConfig, ModelConfigError, model_config
 from hub.settings import HubSettings
 from schemas.protocol import aihub_home
@@ -34,6 +36,33 @@ class RedactSecret(logging.Filter):
         if self.secret in message:
             record.msg, record.args = message.replace(self.secret, "<token>"), None
         return True
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with the hub drained before the connections close.
+
+    uvicorn's own shutdown closes every WebSocket (1012) at once, then waits for the
+    HTTP requests still running: a REST call waiting for its client's answer would
+    lose it. Here the listening sockets close first, then the hub drains
+    (:meth:`hub.WorkspaceHub.drain`: calls in flight are answered, new ones get 503),
+    then uvicorn's shutdown runs. A second Ctrl-C ends the drain at once.
+    """
+
+    def __init__(self, config: uvicorn.Config, hub: WorkspaceHub, drain_timeout: float) -> None:
+        super().__init__(config)
+        self.hub, self.drain_timeout = hub, drain_timeout
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # no new connection while draining
+        if self.drain_timeout > 0 and self.hub.registry.in_flight:
+            logging.getLogger("aihub.hub").info(
+                "draining: %d call(s) in flight get up to %g s",
+                self.hub.registry.in_flight,
+                self.drain_timeout,
+            )
+        await self.hub.drain(self.drain_timeout, lambda: self.force_exit)
+        await super().shutdown(sockets)
 
 
 def port_number(text: str) -> int:
@@ -75,6 +104,25 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="seconds a REST caller waits for a file tool's answer (commands: their own timeout + 10 s)",
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        help="on SIGTERM/Ctrl-C, seconds the calls in flight get to finish before the hub closes "
+        "its connections (default 10; new calls get 503 meanwhile)",
+    )
+    serve.add_argument(
+        "--ping-interval",
+        type=float,
+        default=20.0,
+        help="seconds between WebSocket pings to each client (default 20)",
+    )
+    serve.add_argument(
+        "--ping-timeout",
+        type=float,
+        default=20.0,
+        help="seconds a client has to answer a ping before its connection counts as dead (default 20)",
     )
     llm = serve.add_argument_group("the model (default: AIHUB_LLM_*, then OPENAI_BASE_URL/OPENAI_API_KEY)")
     llm.add_argument("--llm-base-url", help="an OpenAI-compatible base URL, or 'local' for the demo model")
@@ -148,6 +196,12 @@ def serve(args: argparse.Namespace) -> int:
     if not args.call_timeout > 0 or args.max_workspaces < 1:
         print("aihub: --call-timeout must be over 0 and --max-workspaces at least 1", file=sys.stderr)
         return 2
+    if not (args.ping_interval > 0 and args.ping_timeout > 0 and args.drain_timeout >= 0):
+        print(
+            "aihub: --ping-interval and --ping-timeout must be over 0, --drain-timeout 0 or more",
+            file=sys.stderr,
+        )
+        return 2
     if args.max_steps < 1 or args.llm_max_retries < 0 or not args.llm_timeout > 0:
         print(
             "aihub: --max-steps must be 1 or more, --llm-max-retries 0 or more, --llm-timeout over 0",
@@ -172,6 +226,9 @@ def serve(args: argparse.Namespace) -> int:
         allowed_origins=tuple(args.allowed_origin),
         call_timeout=args.call_timeout,
         max_workspaces=args.max_workspaces,
+        ping_interval=args.ping_interval,
+        ping_timeout=args.ping_timeout,
+        drain_timeout=args.drain_timeout,
     )
     logging.basicConfig(level=log_level.upper(), format="aihub: %(message)s")
     print(f"aihub: token ({source}): {token}", flush=True)
@@ -181,8 +238,9 @@ def serve(args: argparse.Namespace) -> int:
         print("aihub: no model configured (AIHUB_LLM_BASE_URL, AIHUB_LLM_MODEL): chat is off", flush=True)
     else:
         print(f"aihub: model {llm.model or 'SmolLM2-135M (local)'} at {llm.base_url}", flush=True)
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         log_level=log_level,
@@ -199,7 +257,7 @@ def serve(args: argparse.Namespace) -> int:
         for handler in logging.getLogger(name).handlers:
             for secret in secrets:
                 handler.addFilter(RedactSecret(secret))
-    uvicorn.Server(config).run()
+    DrainingServer(config, app.state.hub, settings.drain_timeout).run()
     return 0
 
 

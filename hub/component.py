@@ -35,6 +35,7 @@ from hub.registry import Registry, Workspace
 from hub.settings import HubSettings
 from schemas.errors import ErrorCode
 from schemas.jsonrpc import ErrorResponse
+from schemas.protocol import idempotency_key_problem
 from schemas.tools import (
     TOOLS,
     ExecuteCommandResult,
@@ -155,14 +156,15 @@ class WorkspaceHub:
             await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop the running chat turns, close every workspace (code 1001 to its client, which
-        reconnects later; its waiting calls fail with WorkspaceGone), close the model this hub
-        made and the conversation store. New connections are then turned away (1012)."""
+        """Stop the running chat turns, close every workspace (code 1012 to its client, which
+        reconnects later; its waiting calls fail with HubShuttingDown, a WorkspaceGone), close
+        the model this hub made and the conversation store. New connections are then turned
+        away (1012). Call :meth:`drain` first to let the calls in flight finish."""
         if self._closed:
             return
         self._closed = True
         await self.chat.stop(SHUTDOWN_TIMEOUT_S)
-        await self.registry.close(status.WS_1001_GOING_AWAY, SHUTDOWN_REASON, SHUTDOWN_TIMEOUT_S)
+        await self.registry.close(status.WS_1012_SERVICE_RESTART, SHUTDOWN_REASON, SHUTDOWN_TIMEOUT_S)
         aclose = getattr(self.model, "aclose", None) if self._owns_model else None
         if aclose is not None:
             try:
@@ -170,6 +172,21 @@ class WorkspaceHub:
             except Exception:
                 log.exception("cannot close the model's client")
         self.conversations.close()
+
+    async def drain(self, timeout: float, should_stop: Callable[[], bool] = lambda: False) -> int:
+        """The first step of a graceful shutdown, before the server closes its connections.
+
+        New calls are refused (:class:`~hub.errors.HubShuttingDown`: 503 over REST) and new
+        workspaces turned away (1012); the calls in flight get up to ``timeout`` seconds to be
+        answered. Calls still waiting then are answered with HubShuttingDown, and their work
+        is withdrawn from the client unless they carry an idempotency key (a retry with the
+        key, once the hub is back, gets the result). Returns how many calls were given up.
+        ``aihub serve`` runs this on SIGTERM/Ctrl-C, for ``--drain-timeout`` seconds.
+        """
+        left = await self.registry.drain(timeout, workspace.SHUTTING_DOWN, should_stop)
+        if left:
+            log.warning("shutting down: %d call(s) still running were given up", left)
+        return left
 
     # --- the typed Python API -----------------------------------------------
 
@@ -192,6 +209,7 @@ class WorkspaceHub:
         *,
         call_timeout: float | None = None,
         on_output: OnOutput | None = None,
+        idempotency_key: str | None = None,
         **params: Any,
     ) -> ListFilesResult: ...
     @overload
@@ -203,6 +221,7 @@ class WorkspaceHub:
         *,
         call_timeout: float | None = None,
         on_output: OnOutput | None = None,
+        idempotency_key: str | None = None,
         **params: Any,
     ) -> ReadFilesResult: ...
     @overload
@@ -214,6 +233,7 @@ class WorkspaceHub:
         *,
         call_timeout: float | None = None,
         on_output: OnOutput | None = None,
+        idempotency_key: str | None = None,
         **params: Any,
     ) -> ExecuteCommandResult: ...
     @overload
@@ -225,6 +245,7 @@ class WorkspaceHub:
         *,
         call_timeout: float | None = None,
         on_output: OnOutput | None = None,
+        idempotency_key: str | None = None,
         **params: Any,
     ) -> WriteFileResult: ...
     @overload
@@ -236,6 +257,7 @@ class WorkspaceHub:
         *,
         call_timeout: float | None = None,
         on_output: OnOutput | None = None,
+        idempotency_key: str | None = None,
         **params: Any,
     ) -> Result: ...
     async def call(
@@ -246,6 +268,7 @@ class WorkspaceHub:
         *,
         call_timeout: float | None = None,
         on_output: OnOutput | None = None,
+        idempotency_key: str | None = None,
         **params: Any,
     ) -> Result:
         """Call ``tool`` on a workspace (by id or name) and return its result model
@@ -254,11 +277,17 @@ class WorkspaceHub:
         ``params`` are the tool's own (``files=[...]``; ``timeout=`` is execute_command's).
         ``call_timeout`` is how long to wait for the answer (default: as REST waits);
         ``on_output(stream, text)`` receives a command's output as it prints.
+        ``idempotency_key`` makes the call safe to retry (see ``Idempotency-Key`` in
+        docs/protocol.md): the client runs it once, and a later call with the key gets
+        the first run's result, also after a hub restart; such a call is not withdrawn
+        when cancelled.
         Raises :class:`~hub.errors.WorkspaceNotFound`, :class:`~hub.errors.AmbiguousName`,
         :class:`~hub.errors.UnknownTool`, :class:`~hub.errors.InvalidParams`,
         :class:`~hub.errors.ToolError` (the client's error answer, partial data kept),
-        :class:`~hub.errors.CallTimeout` or :class:`~hub.errors.WorkspaceGone`, all
-        :class:`~hub.errors.WorkspaceError`. Cancelling the caller withdraws the request.
+        :class:`~hub.errors.CallTimeout`, :class:`~hub.errors.WorkspaceGone`,
+        :class:`~hub.errors.WorkspaceBusy` or :class:`~hub.errors.KeyInFlight`, all
+        :class:`~hub.errors.WorkspaceError`. Cancelling the caller withdraws the request
+        (unless it has an idempotency key).
         """
         target = self._find(workspace)
         spec = TOOLS.get(tool)
@@ -268,11 +297,14 @@ class WorkspaceHub:
             validated = spec.params.model_validate(params)
         except ValidationError as exc:
             raise InvalidParams(tool, validation_errors(exc)) from None
+        if idempotency_key is not None and (problem := idempotency_key_problem(idempotency_key)):
+            raise InvalidParams(tool, [{"loc": ["idempotency_key"], "msg": problem, "type": "value_error"}])
         answer = await target.call(
             tool,
             validated.model_dump(exclude_unset=True),
             timeout=call_timeout if call_timeout is not None else api.call_timeout(self.settings, validated),
             on_event=chat.output_listener(on_output) if on_output is not None else None,
+            idempotency_key=idempotency_key,
         )
         if isinstance(answer, ErrorResponse):
             data = answer.error.data

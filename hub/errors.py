@@ -81,3 +81,16 @@ class WorkspaceGone(WorkspaceError):
 
 class WorkspaceBusy(WorkspaceError):
     """The workspace has as many calls in flight as the hub allows; try again when one ends."""
+
+
+class KeyInFlight(WorkspaceError):
+    """A call with the same idempotency key is still waiting on this workspace; retry when it ends."""
+
+
+class HubShuttingDown(WorkspaceGone):
+    """The hub is shutting down: the call was not sent, or not answered before the drain ended.
+
+    A REST caller gets 503 with ``Retry-After``; a call with an idempotency key
+    keeps running on the client and a retry with the key, once the hub is back,
+    gets its result.
+    """

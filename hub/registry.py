@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub.errors import AmbiguousName, CallTimeout, WorkspaceBusy, WorkspaceGone
+from hub.errors import AmbiguousName, CallTimeout, HubShuttingDown, KeyInFlight, WorkspaceBusy, WorkspaceGone
 from schemas.framing import Framing, encode_frame
 from schemas.jsonrpc import ErrorResponse, Notification, Request, RequestId, Response
-from schemas.protocol import CANCEL_REQUEST
+from schemas.protocol import CANCEL_REQUEST, IDEMPOTENT_ID_PREFIX
 
 log = logging.getLogger("aihub.hub")
 
@@ -76,6 +76,8 @@ class Workspace:
     #: The frames of the calls in flight, sent again when the client comes back.
     _frames: dict[Key, str] = field(default_factory=dict)
     _grace: asyncio.TimerHandle | None = None
+    #: Set when the hub drains for a shutdown: new calls are refused with this reason.
+    refusing: str | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -99,7 +101,13 @@ class Workspace:
         return str(n) if self.framing is Framing.ENVELOPE else n
 
     async def call(
-        self, method: str, params: dict[str, Any], timeout: float, on_event: OnEvent | None = None
+        self,
+        method: str,
+        params: dict[str, Any],
+        timeout: float,
+        on_event: OnEvent | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> Response | ErrorResponse:
         """Send a request and wait for its answer; the timeout covers both.
 
@@ -108,7 +116,15 @@ class Workspace:
         is withdrawn with ``$/cancelRequest``, so the client stops the work.
         Raises :class:`CallTimeout`, or :class:`WorkspaceGone` (``send`` raises it
         too when the socket is gone).
+
+        With an ``idempotency_key`` the request's id is ``idem:<key>``: the client
+        runs it once and answers every later request with that id, even after a
+        hub restart, from its cache (or, while it still runs, when it ends). Such
+        a call is never withdrawn: its caller may be gone only to retry it.
+        Raises :class:`KeyInFlight` while another call with the key is waiting here.
         """
+        if self.refusing is not None:
+            raise HubShuttingDown(self.refusing)
         if self._closed is not None:
             raise WorkspaceGone("the workspace's client is no longer connected")
         if not self.attached:
@@ -118,8 +134,13 @@ class Workspace:
                 f"workspace {self.name!r} has {self.max_in_flight} calls in flight, the most the hub "
                 "allows; retry when one ends"
             )
-        request_id = self._next_id()
+        request_id = self._next_id() if idempotency_key is None else IDEMPOTENT_ID_PREFIX + idempotency_key
         key = _key(request_id)
+        if key in self._pending:
+            raise KeyInFlight(
+                f"a call with the idempotency key {idempotency_key!r} is still waiting on workspace "
+                f"{self.name!r}; retry when it ends"
+            )
         future: asyncio.Future[Response | ErrorResponse] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         if on_event is not None:
@@ -141,7 +162,7 @@ class Workspace:
             self._listeners.pop(key, None)
             self._frames.pop(key, None)
             answered = future.done() and not future.cancelled()  # a timeout cancels the future
-            if not answered and self._closed is None:
+            if not answered and self._closed is None and idempotency_key is None:
                 self._withdraw(request_id)
 
     def _withdraw(self, request_id: RequestId) -> None:
@@ -202,17 +223,26 @@ class Workspace:
             with contextlib.suppress(WorkspaceGone):
                 await self.send(frame)
 
-    def fail_all(self, reason: str) -> None:
-        """Fail every waiting call at once; later calls fail immediately."""
-        self._closed = WorkspaceGone(reason)
+    def fail_all(self, reason: str, error: type[WorkspaceGone] = WorkspaceGone) -> None:
+        """Fail every waiting call at once (with ``error``); later calls fail immediately."""
+        self._closed = error(reason)
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(WorkspaceGone(reason))
+                future.set_exception(error(reason))
         self._pending.clear()
 
+    def give_up(self, reason: str) -> None:
+        """End the calls still waiting when the hub stops: withdraw the work nobody can collect
+        (calls without an idempotency key; keyed ones run on, for a retry), then fail them all."""
+        for key in list(self._pending):
+            request_id: RequestId = int(key[1]) if key[0] == "int" else key[1]
+            if not (isinstance(request_id, str) and request_id.startswith(IDEMPOTENT_ID_PREFIX)):
+                self._withdraw(request_id)
+        self.fail_all(reason, HubShuttingDown)
+
     async def close(self, code: int, reason: str) -> None:
-        """Fail every waiting call, then close the socket with ``code``."""
-        self.fail_all(reason)
+        """Fail every waiting call (the hub is shutting down), then close the socket with ``code``."""
+        self.fail_all(reason, HubShuttingDown)
         if self.close_socket is not None:
             await self.close_socket(code, reason)
 
@@ -224,6 +254,8 @@ class Registry:
         self._workspaces: dict[str, Workspace] = {}
         #: Set by :meth:`close`: the hub is going away and takes no new workspace.
         self.closed = False
+        #: Set by :meth:`drain`: the hub is about to go away; it takes no new call or workspace.
+        self.draining = False
 
     def add(self, workspace: Workspace) -> None:
         self._workspaces[workspace.id] = workspace
@@ -252,6 +284,34 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._workspaces)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(w.in_flight for w in self._workspaces.values())
+
+    async def drain(
+        self, timeout: float, reason: str, should_stop: Callable[[], bool] = lambda: False
+    ) -> int:
+        """Before a shutdown: refuse new calls (:class:`HubShuttingDown`) and wait up to ``timeout``
+        seconds for the calls in flight to be answered; then give up on the rest (their callers get
+        :class:`HubShuttingDown`; work without an idempotency key is withdrawn from the client).
+        Returns how many calls were given up. ``should_stop`` ends the wait early (a second Ctrl-C).
+        """
+        self.draining = True
+        for workspace in self._workspaces.values():
+            workspace.refusing = reason
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Polled: should_stop is a flag (uvicorn's force_exit), and calls end in many ways.
+        while self.in_flight and loop.time() < deadline and not should_stop():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        left = self.in_flight
+        for workspace in self._workspaces.values():
+            workspace.give_up(reason)
+        withdrawals = {task for w in self._workspaces.values() for task in w._background}
+        if withdrawals:  # let them go out before the sockets close (each is bounded)
+            await asyncio.wait(withdrawals, timeout=WITHDRAW_SEND_TIMEOUT_S)
+        return left
 
     async def close(self, code: int, reason: str, timeout: float) -> None:
         """Take no new workspace; close every connected one (its calls fail) within ``timeout`` seconds."""

@@ -41,6 +41,9 @@ class HubSettings:
     #: so half-open connections (a laptop that slept, a dropped NAT entry) are noticed.
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
+    #: On SIGTERM/Ctrl-C, seconds the calls in flight get to be answered before the connections
+    #: close (new calls get 503 meanwhile); what is still waiting then gets 503.
+    drain_timeout: float = 10.0
     #: Largest REST request body.
     max_body_bytes: int = 32 * MiB
     #: The model: an OpenAI-compatible base URL ("local": the in-process demo model), its name and key.

@@ -20,7 +20,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
 from pydantic import ValidationError
 from starlette.websockets import WebSocketState
 
-from hub.errors import WorkspaceGone
+from hub.errors import HubShuttingDown, WorkspaceGone
 from hub.registry import Registry, Send, Workspace
 from hub.sessions import SessionSigner
 from hub.settings import HubSettings
@@ -41,6 +41,11 @@ from schemas.tools import InitializeParams
 log = logging.getLogger("aihub.hub")
 
 HUB_VERSION = "aihub/0.1"
+#: What callers are told when the hub stops under them.
+SHUTTING_DOWN = (
+    "the hub is shutting down; retry in a moment (a call made with an Idempotency-Key keeps "
+    "running on the client, and a retry with the same key gets its result)"
+)
 
 
 class HandshakeFailed(Exception):
@@ -131,7 +136,7 @@ def build_router(
         except WebSocketDisconnect:
             return
 
-        if registry.closed:  # a 1012 (not a refusal): the client tries again later
+        if registry.closed or registry.draining:  # a 1012 (not a refusal): the client tries again later
             with contextlib.suppress(Exception):
                 await ws.close(code=status.WS_1012_SERVICE_RESTART, reason="the hub is shutting down")
             return
@@ -196,14 +201,21 @@ def build_router(
         except (WebSocketDisconnect, WorkspaceGone):
             pass
         finally:
+            close_code = getattr(ws.state, "close_code", 1006)
             if workspace.connection != connection:
                 pass  # a newer connection of the same client took over
+            elif registry.draining or close_code == status.WS_1012_SERVICE_RESTART:
+                # The server is stopping (uvicorn closes every socket with 1012): the calls still
+                # waiting are answered now (503), not left to be cut off with the connection.
+                registry.remove(workspace)
+                workspace.fail_all(SHUTTING_DOWN, HubShuttingDown)
+                log.info("workspace %s (%r) closed: the hub is shutting down", workspace.id, workspace.name)
             elif (
                 workspace.resumable
                 and not registry.closed
                 and settings.resume_grace > 0
                 # 1000/1001: the client left on purpose (stopped): no point waiting for it.
-                and getattr(ws.state, "close_code", 1006) not in (1000, 1001)
+                and close_code not in (1000, 1001)
             ):
                 gone = workspace
 

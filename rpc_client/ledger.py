@@ -11,6 +11,12 @@ new workspace, e.g. after a hub restart). Within an epoch:
   it is done, the answer is sent again from a bounded cache of recent answers.
 
 Answers of an older epoch are dropped: the hub that waited for them is gone.
+
+Requests whose id carries a caller's idempotency key (``idem:<key>``, see
+:data:`schemas.protocol.IDEMPOTENT_ID_PREFIX`) belong to no epoch: the caller
+may retry them after a hub restart, so their answers are kept (in a cache of
+their own, not flushed by a new epoch) and a retry while one still runs waits
+for it. The key names the work; the client never runs it twice.
 """
 
 from __future__ import annotations
@@ -22,14 +28,21 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from schemas.protocol import IDEMPOTENT_ID_PREFIX
+
 log = logging.getLogger("aihub.client")
 
 #: (epoch, the id's JSON type, the id): "1" does not answer 1.
 Key = tuple[str, str, str]
+#: The "epoch" of requests keyed by their caller: any epoch.
+KEYED = "*"
+
 Send = Callable[[bytes], Awaitable[None]]
 
 
 def request_key(epoch: str, request_id: object) -> Key:
+    if isinstance(request_id, str) and request_id.startswith(IDEMPOTENT_ID_PREFIX):
+        return (KEYED, "str", request_id)
     return (epoch, type(request_id).__name__, str(request_id))
 
 
@@ -41,8 +54,11 @@ class Ledger:
     epoch: str = ""
     running: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     done: OrderedDict[Key, bytes] = field(default_factory=OrderedDict)
+    #: Answers of keyed requests (kept across epochs, bounded like ``done``).
+    kept: OrderedDict[Key, bytes] = field(default_factory=OrderedDict)
     outbox: list[tuple[Key, bytes]] = field(default_factory=list)
     _cached_bytes: int = 0
+    _kept_bytes: int = 0
     _send: Send | None = None
 
     def begin_epoch(self, epoch: str) -> None:
@@ -50,6 +66,7 @@ class Ledger:
         if epoch != self.epoch:
             self.epoch = epoch
             self.done.clear()
+            # Keyed answers stay cached for a retry, but nobody on the new hub waits for them now.
             self.outbox.clear()
             self._cached_bytes = 0
 
@@ -57,9 +74,10 @@ class Ledger:
         """For a request: its cached answer, True if it is still running, None if it is new."""
         if key in self.running:
             return True
-        cached = self.done.get(key)
+        cache = self.kept if key[0] == KEYED else self.done
+        cached = cache.get(key)
         if cached is not None:
-            self.done.move_to_end(key)
+            cache.move_to_end(key)
         return cached
 
     def track(self, key: Key, task: asyncio.Task[None]) -> None:
@@ -75,7 +93,7 @@ class Ledger:
         self._send = send
         waiting, self.outbox = self.outbox, []
         for index, (key, data) in enumerate(waiting):
-            if key[0] != self.epoch:
+            if key[0] not in (self.epoch, KEYED):
                 continue
             try:
                 await send(data)
@@ -89,7 +107,7 @@ class Ledger:
 
     async def deliver(self, key: Key, data: bytes) -> None:
         """Cache an answer and send it now, or when the client is connected again."""
-        if key[0] != self.epoch:
+        if key[0] not in (self.epoch, KEYED):
             log.info("dropping an answer of an earlier session (the hub restarted)")
             return
         self._cache(key, data)
@@ -105,11 +123,10 @@ class Ledger:
     def _cache(self, key: Key, data: bytes) -> None:
         if len(data) > self.max_cached_bytes:
             return
-        self.done[key] = data
-        self._cached_bytes += len(data)
-        while len(self.done) > self.max_cached or self._cached_bytes > self.max_cached_bytes:
-            _, dropped = self.done.popitem(last=False)
-            self._cached_bytes -= len(dropped)
+        if key[0] == KEYED:
+            self._kept_bytes = _bounded_put(self.kept, key, data, self._kept_bytes, self)
+        else:
+            self._cached_bytes = _bounded_put(self.done, key, data, self._cached_bytes, self)
 
     async def aclose(self) -> None:
         """The client stops: cancel every request still running (commands are killed)."""
@@ -118,3 +135,16 @@ class Ledger:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _bounded_put(cache: OrderedDict[Key, bytes], key: Key, data: bytes, size: int, limits: Ledger) -> int:
+    """Put ``data`` in an LRU cache held to the ledger's bounds; return its new size in bytes."""
+    previous = cache.pop(key, None)
+    if previous is not None:
+        size -= len(previous)
+    cache[key] = data
+    size += len(data)
+    while len(cache) > limits.max_cached or size > limits.max_cached_bytes:
+        _, dropped = cache.popitem(last=False)
+        size -= len(dropped)
+    return size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 #: The client must send ``initialize`` within this many seconds of connecting.
@@ -15,6 +16,21 @@ HANDSHAKE_REFUSALS = (CLOSE_POLICY_VIOLATION, CLOSE_PROTOCOL_ERROR)
 CANCEL_REQUEST = "$/cancelRequest"
 #: Notification with a running command's output: ``{"id", "stream": "stdout"|"stderr", "data"}``.
 OUTPUT_CHUNK = "command_output_chunk"
+#: Request ids that start with this carry a caller's idempotency key (``idem:<key>``): the
+#: client keeps their answers across hub restarts (not only within one epoch), so a caller
+#: that retries with the same key gets the first run's answer and the work never runs twice.
+IDEMPOTENT_ID_PREFIX = "idem:"
+#: An idempotency key: 1 to 128 visible ASCII characters.
+IDEMPOTENCY_KEY_PATTERN = r"[!-~]{1,128}"
+
+
+def idempotency_key_problem(key: str) -> str | None:
+    """Why ``key`` is not a valid idempotency key, or None when it is."""
+    if re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key) is None:
+        return "an idempotency key is 1 to 128 visible ASCII characters (no spaces)"
+    return None
+
+
 #: The token file's name inside the state folder.
 TOKEN_FILE = "token"  # noqa: S105 - a file name, not a secret
 

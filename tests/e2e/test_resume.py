@@ -4,11 +4,13 @@ running, its answer reaches the caller still waiting, and nothing runs twice."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx2
 import pytest
 
 from tests.e2e.conftest import Client, Hub, free_port, wait_until
@@ -178,3 +180,71 @@ def test_a_client_that_stops_on_purpose_fails_its_calls_at_once(
     assert outcome["status"] == 502
     assert float(outcome["seconds"]) < 8  # type: ignore[arg-type]  # not after the 10 s grace
     assert not [w for w in hub.workspaces() if w["id"] == wid]
+
+
+def keyed_call(hub: Hub, wid: str, key: str, command: str) -> httpx2.Response:
+    return httpx2.post(
+        f"{hub.http}/api/workspaces/{wid}/tools/execute_command",
+        json={"command": command, "timeout": 120},
+        headers={**hub.headers(), "Idempotency-Key": key},
+        timeout=60,
+    )
+
+
+def test_a_hub_killed_mid_command_comes_back_and_a_retry_with_the_key_gets_the_one_run(
+    hub: Hub, project: Path, start_client: Callable[..., Client]
+) -> None:
+    client = start_client(hub, project, "--dangerous", "deny", name="keyed")
+    wid = hub.workspace_id("keyed")
+    # Runs until the test lets it finish; counts its runs.
+    command = "echo run >> runs.txt; while [ ! -e go ]; do sleep 0.05; done; echo finished"
+    first: dict[str, object] = {}
+
+    def call() -> None:
+        try:
+            first["status"] = keyed_call(hub, wid, "deploy-7", command).status_code
+        except httpx2.HTTPError as exc:  # the hub died under it
+            first["error"] = type(exc).__name__
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    wait_until(lambda: (project / "runs.txt").exists(), what="the command to start")
+    hub.stop(signal.SIGKILL)
+    worker.join(30)
+    assert "error" in first, first
+    hub.start()
+    assert hub.workspace_id("keyed", timeout=30) == wid  # the same workspace, on the new hub
+
+    retried: dict[str, httpx2.Response] = {}
+    retry = threading.Thread(target=lambda: retried.update(r=keyed_call(hub, wid, "deploy-7", command)))
+    retry.start()
+    time.sleep(0.5)  # the retry waits for the run still going; it does not start another
+    assert retry.is_alive()
+    (project / "go").touch()
+    retry.join(60)
+    body = retried["r"].json()
+    assert retried["r"].status_code == 200 and body["status"] == "success", body
+    assert body["stdout"] == "finished\n"
+    assert (project / "runs.txt").read_text() == "run\n"  # it ran once
+
+    again = keyed_call(hub, wid, "deploy-7", command)  # done: answered from the client's cache
+    assert again.json() == body
+    assert (project / "runs.txt").read_text() == "run\n"
+    fresh = keyed_call(hub, wid, "deploy-8", command)  # another key is another run
+    assert fresh.json()["status"] == "success"
+    assert (project / "runs.txt").read_text() == "run\nrun\n"
+    assert client.process.poll() is None
+
+
+def test_an_idempotency_key_must_be_visible_ascii(hub: Hub, project: Path, start_client) -> None:  # type: ignore[no-untyped-def]
+    start_client(hub, project, "--dangerous", "deny", name="strict")
+    wid = hub.workspace_id("strict")
+    for bad in ("", "has space", "x" * 129, "caf\u00e9".encode()):
+        response = httpx2.post(
+            f"{hub.http}/api/workspaces/{wid}/tools/read_files",
+            json={"files": ["README.md"]},
+            headers={**hub.headers(), "Idempotency-Key": bad},
+            timeout=10,
+        )
+        assert response.status_code == 422, (bad, response.text)
+        assert response.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]

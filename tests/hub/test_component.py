@@ -171,6 +171,19 @@ async def test_every_failure_is_a_typed_workspace_error(hub: WorkspaceHub) -> No
         assert issubclass(error, WorkspaceError)
 
 
+
+@pytest.mark.anyio
+async def test_an_idempotency_key_goes_on_the_wire_as_the_requests_id(hub: WorkspaceHub) -> None:
+    client = FakeClient(hub, lambda request: Response(id=request["id"], result={"files": {"a": "A"}}))
+    result = await hub.call("proj", "read_files", files=["a"], idempotency_key="report-1")
+    assert result.files == {"a": "A"} and client.requests[0]["id"] == "idem:report-1"
+    for bad in ("", "two words", "k" * 129, "caf\u00e9"):
+        with pytest.raises(InvalidParams) as invalid:
+            await hub.call("proj", "read_files", files=["a"], idempotency_key=bad)
+        assert invalid.value.errors[0]["loc"] == ["idempotency_key"]
+    assert len(client.requests) == 1
+
+
 def test_the_typed_overloads_return_each_tools_own_result_model() -> None:
     overloads = typing.get_overloads(WorkspaceHub.call)
     named = 0
@@ -299,7 +312,7 @@ def test_with_one_host_check_the_token_still_guards_the_other_side(tmp_path: Pat
 # --- the lifespan ---------------------------------------------------------------
 
 
-def test_aclose_closes_each_client_with_1001_fails_its_calls_and_turns_new_ones_away(
+def test_aclose_closes_each_client_with_1012_fails_its_calls_and_turns_new_ones_away(
     tmp_path: Path,
 ) -> None:
     hub = WorkspaceHub(HubSettings(home=tmp_path, token="t"))
@@ -315,7 +328,7 @@ def test_aclose_closes_each_client_with_1001_fails_its_calls_and_turns_new_ones_
             portal.call(hub.aclose)
             with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_text()
-            assert closed.value.code == 1001 and "shutting down" in closed.value.reason
+            assert closed.value.code == 1012 and "shutting down" in closed.value.reason
             with pytest.raises(WorkspaceGone):
                 pending.result(5)
             assert hub.connected() == []

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from hub.errors import WorkspaceBusy
+from hub.errors import HubShuttingDown, KeyInFlight, WorkspaceBusy
 from hub.registry import AmbiguousName, CallTimeout, Registry, Workspace, WorkspaceGone
 from schemas.framing import Framing
 from schemas.jsonrpc import ErrorObject, ErrorResponse, Notification, Response
@@ -204,3 +204,93 @@ async def test_a_detached_workspace_keeps_its_calls_and_replays_them_when_its_cl
     assert (await call).result == {"exit_code": 0}
     await asyncio.sleep(0)
     assert not expired and ws.attached
+
+
+async def test_a_keyed_call_carries_its_key_as_id_and_a_second_one_with_it_is_refused() -> None:
+    sock = FakeSocket()
+    ws = workspace(sock)
+    first = asyncio.create_task(ws.call("execute_command", {"command": "make"}, 5, idempotency_key="build-1"))
+    request = await sock.frames.get()
+    assert request["id"] == "idem:build-1"
+    with pytest.raises(KeyInFlight, match="build-1"):
+        await ws.call("execute_command", {"command": "make"}, 5, idempotency_key="build-1")
+    other = asyncio.create_task(ws.call("execute_command", {"command": "make"}, 5, idempotency_key="build-2"))
+    assert (await sock.frames.get())["id"] == "idem:build-2"
+    ws.on_answer(Response(id="idem:build-1", result={"stdout": "ok"}))
+    ws.on_answer(Response(id="idem:build-2", result={"stdout": "ok 2"}))
+    assert (await first).result == {"stdout": "ok"} and (await other).result == {"stdout": "ok 2"}
+    again = asyncio.create_task(ws.call("execute_command", {"command": "make"}, 5, idempotency_key="build-1"))
+    assert (await sock.frames.get())["id"] == "idem:build-1"  # asked again: the client answers from its cache
+    ws.on_answer(Response(id="idem:build-1", result={"stdout": "ok"}))
+    assert (await again).result == {"stdout": "ok"}
+
+
+async def test_a_keyed_call_given_up_is_not_withdrawn_so_a_retry_can_collect_it() -> None:
+    sock = FakeSocket()
+    ws = workspace(sock)
+    with pytest.raises(CallTimeout):
+        await ws.call("execute_command", {"command": "sleep 9"}, timeout=0.05, idempotency_key="k")
+    assert (await sock.frames.get())["id"] == "idem:k"
+    await asyncio.sleep(0.05)
+    assert sock.frames.empty()  # no $/cancelRequest: the command keeps running on the client
+    call = asyncio.create_task(ws.call("read_files", {"files": ["a"]}, 5, idempotency_key="k2"))
+    await sock.frames.get()
+    call.cancel()  # a caller that hangs up
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await asyncio.sleep(0.05)
+    assert sock.frames.empty()
+
+
+async def test_a_drain_lets_calls_in_flight_finish_and_refuses_new_ones() -> None:
+    sock = FakeSocket()
+    registry = Registry()
+    ws = workspace(sock)
+    registry.add(ws)
+    running = asyncio.create_task(ws.call("read_files", {"files": ["a"]}, timeout=5))
+    request = await sock.frames.get()
+    drain = asyncio.create_task(registry.drain(5, "the hub is shutting down"))
+    await asyncio.sleep(0.1)
+    with pytest.raises(HubShuttingDown, match="shutting down"):
+        await ws.call("read_files", {"files": ["b"]}, timeout=5)
+    assert not drain.done()  # it waits for the call in flight
+    ws.on_answer(Response(id=request["id"], result={"files": {"a": "A"}}))
+    assert (await running).result == {"files": {"a": "A"}}
+    assert await asyncio.wait_for(drain, 5) == 0
+    assert sock.frames.empty()  # nothing to withdraw
+
+
+async def test_a_drain_that_times_out_withdraws_unkeyed_work_and_answers_every_caller() -> None:
+    sock = FakeSocket()
+    registry = Registry()
+    ws = workspace(sock)
+    registry.add(ws)
+    plain = asyncio.create_task(ws.call("execute_command", {"command": "sleep 60"}, timeout=60))
+    keyed = asyncio.create_task(
+        ws.call("execute_command", {"command": "sleep 60"}, timeout=60, idempotency_key="k")
+    )
+    sent = [await sock.frames.get(), await sock.frames.get()]
+    assert await registry.drain(0.1, "the hub is shutting down") == 2
+    for call in (plain, keyed):
+        with pytest.raises(HubShuttingDown):
+            await call
+    withdrawn = [frame["params"]["id"] for frame in (await sock.frames.get(),)]  # type: ignore[index]
+    assert withdrawn == [next(f["id"] for f in sent if f["id"] != "idem:k")]
+    await asyncio.sleep(0.05)
+    assert sock.frames.empty()  # the keyed command runs on, for a retry after the restart
+
+
+async def test_a_second_ctrl_c_ends_the_drain_at_once() -> None:
+    sock = FakeSocket()
+    registry = Registry()
+    ws = workspace(sock)
+    registry.add(ws)
+    call = asyncio.create_task(ws.call("execute_command", {"command": "sleep 60"}, timeout=60))
+    await sock.frames.get()
+    stop = False
+    drain = asyncio.create_task(registry.drain(60, "stopping", lambda: stop))
+    await asyncio.sleep(0.1)
+    stop = True
+    assert await asyncio.wait_for(drain, 5) == 1
+    with pytest.raises(HubShuttingDown):
+        await call

@@ -85,3 +85,50 @@ async def test_the_cache_is_bounded_by_count_and_bytes() -> None:
     assert sum(len(v) for v in ledger.done.values()) <= 10
     await ledger.deliver(request_key("e", 10), b"z" * 11)  # too big to keep: sent, not cached
     assert ledger.seen(request_key("e", 10)) is None
+
+
+async def test_a_keyed_answer_survives_a_new_epoch_and_answers_the_retry() -> None:
+    ledger = Ledger()
+    ledger.begin_epoch("hub-1")
+    keyed = request_key("hub-1", "idem:deploy-42")
+    plain = request_key("hub-1", 7)
+    await ledger.deliver(keyed, b"keyed answer")  # made while away from the hub
+    await ledger.deliver(plain, b"plain answer")
+    ledger.begin_epoch("hub-2")  # the hub restarted
+    assert request_key("hub-2", "idem:deploy-42") == keyed  # a key is the same in every epoch
+    assert ledger.seen(keyed) == b"keyed answer"
+    assert ledger.seen(request_key("hub-2", 7)) is None  # epoch-numbered answers are gone
+    link = Link()
+    await ledger.attach(link.send)
+    assert link.sent == []  # nobody on the new hub waits for them until the caller retries
+
+
+async def test_a_keyed_answer_of_an_earlier_epoch_is_still_delivered() -> None:
+    ledger = Ledger()
+    ledger.begin_epoch("hub-1")
+    keyed = request_key("hub-1", "idem:k")
+    ledger.begin_epoch("hub-2")  # the hub restarted while the keyed request ran
+    link = Link()
+    await ledger.attach(link.send)
+    await ledger.deliver(keyed, b"late")
+    assert link.sent == [b"late"]  # the new hub may be waiting for it (the caller retried)
+    await ledger.deliver(request_key("hub-1", 1), b"stale")
+    assert link.sent == [b"late"]
+
+
+def test_an_id_that_only_looks_keyed_is_numbered_by_its_epoch() -> None:
+    assert request_key("e", "idem")[0] == "e"
+    assert request_key("e", "IDEM:x")[0] == "e"
+    assert request_key("e", 5)[0] == "e"
+
+
+async def test_keyed_answers_are_bounded_in_count_and_bytes() -> None:
+    ledger = Ledger(max_cached=3, max_cached_bytes=10)
+    ledger.begin_epoch("e")
+    for n in range(5):
+        await ledger.deliver(request_key("e", f"idem:{n}"), b"xx")
+    assert [k[2] for k in ledger.kept] == ["idem:2", "idem:3", "idem:4"]
+    await ledger.deliver(request_key("e", "idem:big"), b"x" * 9)
+    assert [k[2] for k in ledger.kept] == ["idem:big"] and ledger._kept_bytes == 9
+    await ledger.deliver(request_key("e", "idem:huge"), b"x" * 11)  # over the bound: not kept
+    assert ledger.seen(request_key("e", "idem:huge")) is None
