@@ -34,4 +34,4 @@ def test_the_benchmark_runs_every_figure_and_writes_its_results(tmp_path: Path) 
         assert row["value"] > 0, row
         if row["baseline"]:
             assert row["baseline_value"] > 0 and row["ratio"] > 0, row
-    assert "baseline: raw websockets echo p50" in done.stdout
+    assert "baseline: echo p50 (another process)" in done.stdout
