@@ -18,7 +18,15 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
-from hub.errors import AmbiguousName, CallTimeout, HubShuttingDown, KeyInFlight, WorkspaceBusy, WorkspaceGone
+from hub.errors import (
+    AmbiguousName,
+    CallTimeout,
+    HubShuttingDown,
+    KeyInFlight,
+    RequestTooLarge,
+    WorkspaceBusy,
+    WorkspaceGone,
+)
 from hub.registry import Registry, Workspace
 from hub.settings import HubSettings
 from schemas.envelope import error_payload, success_payload
@@ -157,6 +165,8 @@ async def _event_stream(
             events.put_nowait(("error", {"status_code": 429, "detail": str(exc)}))
         except KeyInFlight as exc:
             events.put_nowait(("error", {"status_code": 409, "detail": str(exc)}))
+        except RequestTooLarge as exc:
+            events.put_nowait(("error", {"status_code": 413, "detail": str(exc)}))
         except Exception:  # the stream must end whatever happens
             log.exception("%s: streaming call failed", method)
             events.put_nowait(
@@ -241,6 +251,8 @@ def build_router(registry: Registry, settings: HubSettings, require_token: Calla
             raise HTTPException(429, str(exc), headers={"Retry-After": "1"}) from None
         except KeyInFlight as exc:
             raise HTTPException(409, str(exc), headers={"Retry-After": "1"}) from None
+        except RequestTooLarge as exc:
+            raise HTTPException(413, str(exc)) from None
         except CallerGone:
             return JSONResponse({"detail": "the caller hung up"}, CLIENT_CLOSED)
         return JSONResponse(answer_payload(answer))

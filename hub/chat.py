@@ -31,7 +31,7 @@ from hub.api import (
     unless_disconnected,
 )
 from hub.conversations import Conversations, TurnRecorder
-from hub.errors import CallTimeout, WorkspaceBusy, WorkspaceGone
+from hub.errors import CallTimeout, RequestTooLarge, WorkspaceBusy, WorkspaceGone
 from hub.llm.loop import Emit, LoopLimits, OnOutput, Turn, TurnResult, system_prompt
 from hub.llm.model import ChatModel, Message, ModelError
 from hub.registry import OnEvent, Registry, Workspace
@@ -91,6 +91,8 @@ class WorkspaceTools:
             return {"status": "error", "error_message": f"the workspace's client is gone: {exc}"}
         except WorkspaceBusy as exc:
             return {"status": "error", "error_message": f"{exc}: make fewer calls at once"}
+        except RequestTooLarge as exc:
+            return {"status": "error", "error_message": str(exc)}
         return answer_payload(answer)
 
 

@@ -79,6 +79,10 @@ class WorkspaceGone(WorkspaceError):
     """The client went away before answering."""
 
 
+class RequestTooLarge(WorkspaceError):
+    """The request, encoded, is larger than a client accepts (``MAX_REQUEST_FRAME_BYTES``)."""
+
+
 class WorkspaceBusy(WorkspaceError):
     """The workspace has as many calls in flight as the hub allows; try again when one ends."""
 

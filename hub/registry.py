@@ -20,10 +20,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub.errors import AmbiguousName, CallTimeout, HubShuttingDown, KeyInFlight, WorkspaceBusy, WorkspaceGone
+from hub.errors import (
+    AmbiguousName,
+    CallTimeout,
+    HubShuttingDown,
+    KeyInFlight,
+    RequestTooLarge,
+    WorkspaceBusy,
+    WorkspaceGone,
+)
 from schemas.framing import Framing, encode_frame
 from schemas.jsonrpc import ErrorResponse, Notification, Request, RequestId, Response
-from schemas.protocol import CANCEL_REQUEST, IDEMPOTENT_ID_PREFIX
+from schemas.protocol import CANCEL_REQUEST, IDEMPOTENT_ID_PREFIX, MAX_REQUEST_FRAME_BYTES
 
 log = logging.getLogger("aihub.hub")
 
@@ -141,13 +149,21 @@ class Workspace:
                 f"a call with the idempotency key {idempotency_key!r} is still waiting on workspace "
                 f"{self.name!r}; retry when it ends"
             )
+        frame = encode_frame(Request(id=request_id, method=method, params=params), self.framing)
+        if (
+            len(frame) * 4 > MAX_REQUEST_FRAME_BYTES
+            and (size := len(frame.encode())) > MAX_REQUEST_FRAME_BYTES
+        ):
+            raise RequestTooLarge(
+                f"{method}: the request is {size:,} bytes encoded, over the {MAX_REQUEST_FRAME_BYTES:,} "
+                "a client accepts; send less at once"
+            )
         future: asyncio.Future[Response | ErrorResponse] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         if on_event is not None:
             self._listeners[key] = on_event
         try:
             async with asyncio.timeout(timeout):
-                frame = encode_frame(Request(id=request_id, method=method, params=params), self.framing)
                 self._frames[key] = frame
                 try:
                     await self.send(frame)

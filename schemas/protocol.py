@@ -31,6 +31,9 @@ def idempotency_key_problem(key: str) -> str | None:
     return None
 
 
+#: The largest request frame the hub sends (the client accepts frames up to 64 MiB): a bigger
+#: one would make the client close the connection (1009), again on every replay.
+MAX_REQUEST_FRAME_BYTES = 48 * 1024 * 1024
 #: The token file's name inside the state folder.
 TOKEN_FILE = "token"  # noqa: S105 - a file name, not a secret
 

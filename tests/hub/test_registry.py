@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from hub.errors import HubShuttingDown, KeyInFlight, WorkspaceBusy
+from hub.errors import HubShuttingDown, KeyInFlight, RequestTooLarge, WorkspaceBusy
 from hub.registry import AmbiguousName, CallTimeout, Registry, Workspace, WorkspaceGone
 from schemas.framing import Framing
 from schemas.jsonrpc import ErrorObject, ErrorResponse, Notification, Response
@@ -294,3 +294,15 @@ async def test_a_second_ctrl_c_ends_the_drain_at_once() -> None:
     assert await asyncio.wait_for(drain, 5) == 1
     with pytest.raises(HubShuttingDown):
         await call
+
+
+async def test_a_request_larger_than_a_client_accepts_is_refused_before_it_is_sent() -> None:
+    sock = FakeSocket()
+    ws = workspace(sock)
+    # 8 M control characters: 8 MiB of text, 48 MiB once JSON escapes each as \u00XX.
+    content = "\x01" * (8 * 1024 * 1024)
+    with pytest.raises(RequestTooLarge, match="over the 50,331,648 a client accepts"):
+        await ws.call("edit_file", {"path": "a", "old_string": content, "new_string": content}, timeout=5)
+    assert sock.frames.empty() and ws.in_flight == 0
+    await asyncio.sleep(0.01)
+    assert sock.frames.empty()  # nothing to withdraw either
