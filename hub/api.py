@@ -23,6 +23,7 @@ from hub.errors import (
     CallTimeout,
     HubShuttingDown,
     KeyInFlight,
+    KeyUnsupported,
     RequestTooLarge,
     WorkspaceBusy,
     WorkspaceGone,
@@ -165,6 +166,8 @@ async def _event_stream(
             events.put_nowait(("error", {"status_code": 429, "detail": str(exc)}))
         except KeyInFlight as exc:
             events.put_nowait(("error", {"status_code": 409, "detail": str(exc)}))
+        except KeyUnsupported as exc:
+            events.put_nowait(("error", {"status_code": 422, "detail": str(exc)}))
         except RequestTooLarge as exc:
             events.put_nowait(("error", {"status_code": 413, "detail": str(exc)}))
         except Exception:  # the stream must end whatever happens
@@ -251,6 +254,10 @@ def build_router(registry: Registry, settings: HubSettings, require_token: Calla
             raise HTTPException(429, str(exc), headers={"Retry-After": "1"}) from None
         except KeyInFlight as exc:
             raise HTTPException(409, str(exc), headers={"Retry-After": "1"}) from None
+        except KeyUnsupported as exc:
+            raise HTTPException(
+                422, [{"loc": ["header", "Idempotency-Key"], "msg": str(exc), "type": "value_error"}]
+            ) from None
         except RequestTooLarge as exc:
             raise HTTPException(413, str(exc)) from None
         except CallerGone:

@@ -287,6 +287,11 @@ def build_router(registry: Registry, service: ChatService, require_token: Callab
             raise HTTPException(
                 422, [{**e, "loc": ["body", *e["loc"]]} for e in validation_errors(exc)]
             ) from None
+        if registry.draining or workspace.refusing is not None:
+            # Not begun: its tool calls would all be refused, and the model asked for nothing.
+            raise HTTPException(
+                503, "the hub is shutting down; send the message again in a moment", {"Retry-After": "2"}
+            )
         if "text/event-stream" in request.headers.get("accept", ""):
             events = EventQueue()
             turn, recorder, task = service.begin(workspace, chat_request, events.put)

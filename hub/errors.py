@@ -98,3 +98,8 @@ class HubShuttingDown(WorkspaceGone):
     keeps running on the client and a retry with the key, once the hub is back,
     gets its result.
     """
+
+
+class KeyUnsupported(WorkspaceError):
+    """An idempotency key for a workspace whose client cannot honour it (it does not resume
+    sessions: a typed-envelope client, say), so a retry would run the work again."""

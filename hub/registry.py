@@ -25,6 +25,7 @@ from hub.errors import (
     CallTimeout,
     HubShuttingDown,
     KeyInFlight,
+    KeyUnsupported,
     RequestTooLarge,
     WorkspaceBusy,
     WorkspaceGone,
@@ -142,6 +143,12 @@ class Workspace:
                 f"workspace {self.name!r} has {self.max_in_flight} calls in flight, the most the hub "
                 "allows; retry when one ends"
             )
+        if idempotency_key is not None and not self.resumable:
+            raise KeyUnsupported(
+                f"workspace {self.name!r} cannot take an idempotency key: its client does not keep "
+                "answers across reconnects (it did not ask to resume sessions), so a retry would run "
+                "the work again; call without the key"
+            )
         request_id = self._next_id() if idempotency_key is None else IDEMPOTENT_ID_PREFIX + idempotency_key
         key = _key(request_id)
         if key in self._pending:
@@ -249,8 +256,14 @@ class Workspace:
 
     def give_up(self, reason: str) -> None:
         """End the calls still waiting when the hub stops: withdraw the work nobody can collect
-        (calls without an idempotency key; keyed ones run on, for a retry), then fail them all."""
-        for key in list(self._pending):
+        (calls without an idempotency key; keyed ones run on, for a retry), then fail them all.
+
+        A detached workspace's client cannot be told (it has no connection); its resume grace
+        ends here too, so it cannot later fail the calls as "gone" instead."""
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        for key in list(self._pending) if self.attached else ():
             request_id: RequestId = int(key[1]) if key[0] == "int" else key[1]
             if not (isinstance(request_id, str) and request_id.startswith(IDEMPOTENT_ID_PREFIX)):
                 self._withdraw(request_id)
@@ -314,14 +327,21 @@ class Registry:
         Returns how many calls were given up. ``should_stop`` ends the wait early (a second Ctrl-C).
         """
         self.draining = True
+        left = 0
         for workspace in self._workspaces.values():
             workspace.refusing = reason
+            if not workspace.attached:
+                # Its connection was lost and it cannot come back now (a reconnect is told 1012):
+                # nobody will answer its calls, so they end now, not when its resume grace does
+                # (as "gone", a 502) nor when the drain times out.
+                left += workspace.in_flight
+                workspace.give_up(reason)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         # Polled: should_stop is a flag (uvicorn's force_exit), and calls end in many ways.
         while self.in_flight and loop.time() < deadline and not should_stop():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
-        left = self.in_flight
+        left += self.in_flight
         for workspace in self._workspaces.values():
             workspace.give_up(reason)
         withdrawals = {task for w in self._workspaces.values() for task in w._background}

@@ -72,8 +72,11 @@ class Ledger:
 
     def seen(self, key: Key) -> bytes | bool | None:
         """For a request: its cached answer, True if it is still running, None if it is new."""
-        if key in self.running:
+        task = self.running.get(key)
+        if task is not None and not task.done():
             return True
+        # A task done is taken off ``running`` by a callback a loop iteration later: its answer
+        # (if it made one) is cached already, and the request must not be ignored as running.
         cache = self.kept if key[0] == KEYED else self.done
         cached = cache.get(key)
         if cached is not None:
@@ -82,7 +85,11 @@ class Ledger:
 
     def track(self, key: Key, task: asyncio.Task[None]) -> None:
         self.running[key] = task
-        task.add_done_callback(lambda _t: self.running.pop(key, None))
+        task.add_done_callback(lambda done: self._finished(key, done))
+
+    def _finished(self, key: Key, task: asyncio.Task[None]) -> None:
+        if self.running.get(key) is task:  # not a later run of the same key, tracked since
+            del self.running[key]
 
     @property
     def connected(self) -> bool:

@@ -27,6 +27,7 @@ from hub import (
     CallTimeout,
     HubSettings,
     InvalidParams,
+    KeyUnsupported,
     ToolError,
     UnknownTool,
     WorkspaceError,
@@ -171,10 +172,12 @@ async def test_every_failure_is_a_typed_workspace_error(hub: WorkspaceHub) -> No
         assert issubclass(error, WorkspaceError)
 
 
-
 @pytest.mark.anyio
 async def test_an_idempotency_key_goes_on_the_wire_as_the_requests_id(hub: WorkspaceHub) -> None:
     client = FakeClient(hub, lambda request: Response(id=request["id"], result={"files": {"a": "A"}}))
+    with pytest.raises(KeyUnsupported):  # a client that does not resume sessions cannot honour a key
+        await hub.call("proj", "read_files", files=["a"], idempotency_key="report-1")
+    client.workspace.resumable = True
     result = await hub.call("proj", "read_files", files=["a"], idempotency_key="report-1")
     assert result.files == {"a": "A"} and client.requests[0]["id"] == "idem:report-1"
     for bad in ("", "two words", "k" * 129, "caf\u00e9"):

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from hub.errors import HubShuttingDown, KeyInFlight, RequestTooLarge, WorkspaceBusy
+from hub.errors import HubShuttingDown, KeyInFlight, KeyUnsupported, RequestTooLarge, WorkspaceBusy
 from hub.registry import AmbiguousName, CallTimeout, Registry, Workspace, WorkspaceGone
 from schemas.framing import Framing
 from schemas.jsonrpc import ErrorObject, ErrorResponse, Notification, Response
@@ -29,8 +29,8 @@ class FakeSocket:
         await self.frames.put(json.loads(text))
 
 
-def workspace(sock: FakeSocket, framing: Framing = Framing.JSONRPC) -> Workspace:
-    return Workspace(name="proj", framing=framing, send=sock.send)
+def workspace(sock: FakeSocket, framing: Framing = Framing.JSONRPC, *, resumable: bool = False) -> Workspace:
+    return Workspace(name="proj", framing=framing, send=sock.send, resumable=resumable)
 
 
 async def test_answers_out_of_order_reach_their_own_callers() -> None:
@@ -208,7 +208,7 @@ async def test_a_detached_workspace_keeps_its_calls_and_replays_them_when_its_cl
 
 async def test_a_keyed_call_carries_its_key_as_id_and_a_second_one_with_it_is_refused() -> None:
     sock = FakeSocket()
-    ws = workspace(sock)
+    ws = workspace(sock, resumable=True)
     first = asyncio.create_task(ws.call("execute_command", {"command": "make"}, 5, idempotency_key="build-1"))
     request = await sock.frames.get()
     assert request["id"] == "idem:build-1"
@@ -227,7 +227,7 @@ async def test_a_keyed_call_carries_its_key_as_id_and_a_second_one_with_it_is_re
 
 async def test_a_keyed_call_given_up_is_not_withdrawn_so_a_retry_can_collect_it() -> None:
     sock = FakeSocket()
-    ws = workspace(sock)
+    ws = workspace(sock, resumable=True)
     with pytest.raises(CallTimeout):
         await ws.call("execute_command", {"command": "sleep 9"}, timeout=0.05, idempotency_key="k")
     assert (await sock.frames.get())["id"] == "idem:k"
@@ -263,7 +263,7 @@ async def test_a_drain_lets_calls_in_flight_finish_and_refuses_new_ones() -> Non
 async def test_a_drain_that_times_out_withdraws_unkeyed_work_and_answers_every_caller() -> None:
     sock = FakeSocket()
     registry = Registry()
-    ws = workspace(sock)
+    ws = workspace(sock, resumable=True)
     registry.add(ws)
     plain = asyncio.create_task(ws.call("execute_command", {"command": "sleep 60"}, timeout=60))
     keyed = asyncio.create_task(
@@ -306,3 +306,44 @@ async def test_a_request_larger_than_a_client_accepts_is_refused_before_it_is_se
     assert sock.frames.empty() and ws.in_flight == 0
     await asyncio.sleep(0.01)
     assert sock.frames.empty()  # nothing to withdraw either
+
+
+async def test_a_drain_gives_up_a_detached_workspace_at_once_and_its_callers_get_503_not_502() -> None:
+    # A client whose connection was lost just before the hub stops cannot come back during the
+    # drain (the listener is closed; a reconnect would be told 1012): waiting for its calls only
+    # holds the shutdown, and its resume grace ending meanwhile told the callers 502 ("did not come
+    # back") instead of 503, which a keyed caller should retry.
+    sock = FakeSocket()
+    registry = Registry()
+    ws = Workspace(name="proj", framing=Framing.JSONRPC, send=sock.send, resumable=True)
+    registry.add(ws)
+    calls = [
+        asyncio.create_task(ws.call("execute_command", {"command": "make"}, timeout=60, idempotency_key="k")),
+        asyncio.create_task(ws.call("execute_command", {"command": "make"}, timeout=60)),
+    ]
+    await sock.frames.get()
+    await sock.frames.get()
+    sock.broken = True
+
+    def expire() -> None:  # as the WebSocket route's
+        registry.remove(ws)
+        ws.fail_all("the workspace's client did not come back")
+
+    ws.detach(grace=0.3, expire=expire)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await asyncio.wait_for(registry.drain(3, "the hub is shutting down"), 10) == 2
+    assert loop.time() - started < 1
+    for call in calls:
+        with pytest.raises(HubShuttingDown):
+            await call
+    await asyncio.sleep(0.4)  # the grace timer no longer fires
+    assert registry.get(ws.id) is ws
+
+
+async def test_a_key_is_refused_for_a_client_that_cannot_honour_it() -> None:
+    sock = FakeSocket()
+    for ws in (workspace(sock, Framing.ENVELOPE, resumable=False), workspace(sock, resumable=False)):
+        with pytest.raises(KeyUnsupported, match="would run the work again"):
+            await ws.call("execute_command", {"command": "make"}, 5, idempotency_key="k")
+    assert sock.frames.empty()

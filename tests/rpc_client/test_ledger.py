@@ -132,3 +132,47 @@ async def test_keyed_answers_are_bounded_in_count_and_bytes() -> None:
     assert [k[2] for k in ledger.kept] == ["idem:big"] and ledger._kept_bytes == 9
     await ledger.deliver(request_key("e", "idem:huge"), b"x" * 11)  # over the bound: not kept
     assert ledger.seen(request_key("e", "idem:huge")) is None
+
+
+async def test_a_request_whose_answer_is_out_is_answered_from_the_cache_not_ignored_as_running() -> None:
+    # The task that delivered an answer is done, but the callback that takes it off "running"
+    # runs a loop iteration later. A repeat read in between was ignored ("its answer will
+    # follow"), though the answer had already gone: the caller waited for nothing.
+    ledger = Ledger()
+    ledger.begin_epoch("e")
+    await ledger.attach(Link().send)
+    key = request_key("e", "idem:k")
+
+    async def answer() -> None:
+        await ledger.deliver(key, b"the answer")
+
+    task = asyncio.ensure_future(answer())
+    seen_when_done: list[object] = []
+    task.add_done_callback(lambda _t: seen_when_done.append(ledger.seen(key)))  # before track's own
+    ledger.track(key, task)
+    await task
+    assert seen_when_done == [b"the answer"]
+
+
+async def test_a_run_that_ends_does_not_untrack_a_later_run_of_the_same_request() -> None:
+    ledger = Ledger()
+    ledger.begin_epoch("e")
+    key = request_key("e", 3)
+    first = asyncio.ensure_future(asyncio.sleep(0))  # ends without an answer (say, it failed)
+    gate = asyncio.Event()
+    second = asyncio.ensure_future(gate.wait())
+
+    seen: list[object] = []
+
+    def run_again(_t: object) -> None:  # the request, sent again, is run again in that window
+        seen.append(ledger.seen(key))
+        ledger.track(key, second)  # type: ignore[arg-type]
+
+    first.add_done_callback(run_again)
+    ledger.track(key, first)
+    await first
+    await asyncio.sleep(0)
+    assert seen == [None]
+    assert ledger.seen(key) is True  # the second run is still running: a repeat is not run a third time
+    gate.set()
+    await second
