@@ -31,10 +31,11 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from json.encoder import encode_basestring as _encode_string  # what json.dumps writes a string as
 from typing import Any
 
 from rpc_client.checkpoints import Checkpoints
-from rpc_client.ignore import IgnoreRules, project_gitignore
+from rpc_client.ignore import IgnoreRules, project_gitignore, walk_filter
 from rpc_client.ignore import lexical_path as _lexical
 from rpc_client.sandbox import Entry, Sandbox, SandboxError
 from schemas.errors import ErrorCode, RpcError
@@ -87,6 +88,30 @@ def _json_size(value: object) -> int:
     return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
+#: The bytes JSON writes as a two-character escape (a newline as backslash and n, a quote as
+#: backslash and quote ...), and the other control characters, which it writes as six (\u001b).
+_SHORT_ESCAPES = b'\b\f\n\r\t"\\'
+_LONG_ESCAPES = bytes(c for c in range(0x20) if c not in _SHORT_ESCAPES)
+_ESCAPES = _SHORT_ESCAPES + _LONG_ESCAPES
+
+
+def _content_size(content: str, data: bytes) -> int:
+    """``_json_size(content)`` for the text ``content`` decoded (strictly) from the UTF-8 ``data``.
+
+    Counted on the bytes instead of encoding the text twice (a page of a large file is
+    megabytes): JSON keeps each character as it is but the ones it escapes, all of them
+    ASCII, so one byte each in ``data``.
+    """
+    if len(data) < 4096:
+        return _json_size(content)  # small: as fast either way
+    newlines = data.count(b"\n")
+    escaped = len(data) - len(data.translate(None, _ESCAPES))
+    if escaped == newlines:  # the usual text: newlines are all it escapes
+        return len(data) + 2 + newlines
+    long = len(data) - len(data.translate(None, _LONG_ESCAPES))
+    return len(data) + 2 + (escaped - long) + 5 * long
+
+
 def _shorten(message: str, limit: int) -> str:
     """``message`` cut in the middle to at most about ``limit`` characters; the ends are kept."""
     if len(message) <= limit:
@@ -96,15 +121,47 @@ def _shorten(message: str, limit: int) -> str:
 
 
 def _row(entry: Entry) -> dict[str, Any]:
-    name, path = _wire(entry.name), _wire(entry.path)
-    row: dict[str, Any] = {"name": name, "is_dir": entry.is_dir, "path": path, "size": entry.size}
-    if entry.is_symlink:
+    return _row_and_cost(entry)[0]
+
+
+def _text_cost(text: str) -> int:
+    """Bytes ``text`` (with no lone surrogate) takes as a JSON string in the answer frame."""
+    encoded = _encode_string(text)
+    return len(encoded) if encoded.isascii() else len(encoded.encode("utf-8"))
+
+
+#: Bytes of a listing row's keys and punctuation: ``{"name":,"is_dir":,"path":,"size":}``.
+_ROW_FRAME = len('{"name":,"is_dir":,"path":,"size":}')
+#: Bytes each optional flag adds (``,"is_symlink":true`` ...).
+_FLAG_COST = {flag: len(f',"{flag}":true') for flag in ("is_symlink", "target_outside", "not_utf8")}
+
+
+def _row_and_cost(entry: Entry) -> tuple[dict[str, Any], int]:
+    """A listing row and the bytes it takes in the answer (its compact JSON and a comma).
+
+    The cost is counted from the parts (exactly what ``_json_size(row) + 1`` says, without
+    encoding each row a first time only to measure it).
+    """
+    name, path, is_dir, size, is_symlink, target_outside = entry
+    if name.isascii() and path.isascii():  # no surrogate escape, and one byte a character
+        cost = len(_encode_string(name)) + len(_encode_string(path))
+        wired = False
+    else:
+        name, path = _wire(name), _wire(path)
+        cost = _text_cost(name) + _text_cost(path)
+        wired = path != entry.path
+    row: dict[str, Any] = {"name": name, "is_dir": is_dir, "path": path, "size": size}
+    cost += _ROW_FRAME + 1 + (4 if is_dir else 5) + (4 if size is None else len(str(size)))
+    if is_symlink:
         row["is_symlink"] = True
-        if entry.target_outside:
+        cost += _FLAG_COST["is_symlink"]
+        if target_outside:
             row["target_outside"] = True
-    if path != entry.path:
+            cost += _FLAG_COST["target_outside"]
+    if wired:
         row["not_utf8"] = True
-    return row
+        cost += _FLAG_COST["not_utf8"]
+    return row, cost
 
 
 def list_files(
@@ -119,8 +176,7 @@ def list_files(
 
     def accept(entry: Entry) -> bool:
         nonlocal budget
-        row = _row(entry)
-        cost = _json_size(row) + 1  # and a comma
+        row, cost = _row_and_cost(entry)  # its JSON and a comma
         if cost > budget:
             return False
         budget -= cost
@@ -130,16 +186,19 @@ def list_files(
     respect = params.recursive if params.respect_gitignore is None else params.respect_gitignore
     gitignore = project_gitignore(sandbox, rules) if respect else None
 
-    def hide(rel: str, is_dir: bool) -> bool:
-        return (rules is not None and rules.hidden(rel, is_dir=is_dir)) or (
-            gitignore is not None and gitignore.ignored(rel, is_dir)
-        )
+    hide = walk_filter(rules, gitignore)  # rules.hidden(), then gitignore.ignored()
 
     if rules is not None:
         rules.check_read(params.path, _lexical(params.path))  # before the file system: no probing
         rules.check_read(params.path, sandbox.resolve(params.path))
     _, truncated = sandbox.list_dir(
-        params.path, recursive=params.recursive, max_entries=params.max_entries, accept=accept, hide=hide
+        params.path,
+        recursive=params.recursive,
+        max_entries=params.max_entries,
+        accept=accept,
+        hide=hide,
+        prepare=None if hide is None else hide.prepare,
+        collect=False,  # the rows are in `rows`
     )
     return {"files": rows, "truncated": truncated}
 
@@ -222,18 +281,19 @@ def _read_lines(
                 while line < first:  # the first line wanted starts in this chunk
                     pos = chunk.index(b"\n", pos) + 1
                     line += 1
+            newlines = chunk.count(b"\n", pos)
             if last is not None and line > last:
-                line += chunk.count(b"\n", pos)
+                line += newlines
                 continue
             end = size
-            if last is not None and line + chunk.count(b"\n", pos) > last:
+            if last is not None and line + newlines > last:
                 end = pos
                 while line <= last:  # the last line wanted ends in this chunk
                     end = chunk.index(b"\n", end) + 1
                     line += 1
                 line += chunk.count(b"\n", end)
             else:
-                line += chunk.count(b"\n", pos)
+                line += newlines
             kept += end - pos
             if kept > budget:
                 raise RpcError(
@@ -325,7 +385,9 @@ def read_files(
                     raise _too_large_hint(exc) from None
                 digest, total = hashlib.sha256(data).hexdigest(), count_lines(data)
             content = _decode(path, data, params.encoding)
-            cost = _json_size(content) + _json_size(key)
+            # base64 is ASCII that JSON does not escape.
+            encoded = len(content) + 2 if params.encoding == "base64" else _content_size(content, data)
+            cost = encoded + _json_size(key)
             if cost > budget:
                 hint = "ask fewer lines (a smaller limit)" if ranged else "read it in a call of its own"
                 raise RpcError(

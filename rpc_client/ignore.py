@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pathspec
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
-from pathspec.util import normalize_file
+from pathspec.util import NORMALIZE_PATH_SEPS, normalize_file
 
 from schemas.errors import ErrorCode, RpcError
 from schemas.protocol import aihub_home
@@ -223,7 +223,67 @@ def _state_folder_pattern(root: Path) -> str | None:
 
 def re2_text(name: str) -> str:
     """``name`` as RE2 can take it: each undecodable byte of a file name one private-use character."""
+    if name.isascii():  # most names: no surrogate escape to replace (and translate() is slow)
+        return name
     return name.translate(_NAME_SAFE)
+
+
+def re2_searcher(regex: Any) -> Callable[[str], bool]:
+    """Whether ``regex`` (compiled by ``re2.compile``) finds a match anywhere in a text (``str``).
+
+    The same answer as ``regex.search(text) is not None``, for a fraction of the cost:
+    google-re2's ``search`` is written in Python (a generator, offsets converted from
+    bytes to characters) and took most of a large listing's time in ignore matching.
+    Here the compiled program is asked directly on the UTF-8 text; where that part of
+    google-re2 is not there (another version), its ``search`` is used.
+    """
+    program = getattr(regex, "_regexp", None)
+    anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+    match = getattr(program, "Match", None)
+    if match is None or anchor is None:
+        return lambda text: regex.search(text) is not None
+
+    def search(text: str) -> bool:
+        data = text.encode("utf-8")
+        return bool(match(anchor, data, 0, len(data))[0] != (-1, -1))
+
+    return search
+
+
+def re2_lines(regex: Any) -> Callable[[bytes], set[int]]:
+    """Which lines of a text ``regex`` matches: the indexes (from 0) of those where it finds a match.
+
+    For many paths judged at once, one a line: the caller's ``regex`` must never match
+    across a newline (RE2's ``never_nl``) and have ``^`` and ``$`` match at each line's
+    start and end (``(?m)``).  One call of RE2 for all the lines that do not match, and
+    one more for each line that does.
+    """
+    program = getattr(regex, "_regexp", None)
+    anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+    match = getattr(program, "Match", None)
+
+    def first(text: bytes, pos: int) -> int:
+        if match is None or anchor is None:
+            found = regex.search(text, pos)
+            return -1 if found is None else int(found.start())
+        return int(match(anchor, text, pos, len(text))[0][0])
+
+    def lines(text: bytes) -> set[int]:
+        found: set[int] = set()
+        pos = index = 0  # `pos` starts line `index`
+        while pos <= len(text):
+            at = first(text, pos)
+            if at < 0:
+                break
+            index += text.count(b"\n", pos, at)  # (a match at a line's end is that line's)
+            found.add(index)
+            end = text.find(b"\n", at)
+            if end < 0:
+                break
+            pos, index = end + 1, index + 1
+        return found
+
+    return lines
 
 
 def _re2_options() -> Any:
@@ -291,20 +351,108 @@ class IgnoreSpec:
         #: Whether any line hides anything (``!`` lines only bring paths back).
         self._hides = bool(sources)
         #: One RE2 expression matching wherever any hiding line matches; None: ask each line.
-        self._any: Any = None
+        self._any: Callable[[str], bool] | None = None
+        #: The same over many paths at once, one a line (see :meth:`cleared`); None: ask each path.
+        self._lines: Callable[[bytes], set[int]] | None = None
         if sources:
             with contextlib.suppress(re2.error):  # too large as one expression
-                self._any = re2.compile("|".join(sources), options)
+                self._any = re2_searcher(re2.compile("|".join(sources), options))
+                per_line = _re2_options()
+                per_line.never_nl = True  # a match lies within one line: one path
+                self._lines = re2_lines(re2.compile("(?m:" + "|".join(sources) + ")", per_line))
 
     def match(self, path: str) -> bool:
         """Whether the lines ignore ``path`` (relative, '/'-separated; a folder ends with '/')."""
         if not self._hides:
             return False
         path = re2_text(path)
-        # What the spec will match: it drops a leading '/' or './' (once) itself.
-        if self._any is not None and self._any.search(normalize_file(path)) is None:
-            return False  # no line that hides anything matches: most paths end here
+        if self._any is not None:
+            # What the spec will match: it drops a leading '/' or './' (once) itself.
+            plain = not NORMALIZE_PATH_SEPS and not path.startswith(("/", "./"))
+            if not self._any(path if plain else normalize_file(path)):
+                return False  # no line that hides anything matches: most paths end here
         return bool(self._spec.match_file(path))
+
+    def cleared(self, paths: list[str]) -> set[int] | None:
+        """The indexes of ``paths`` that :meth:`match` is sure to say False of (None: not known).
+
+        Asked of many paths at once: a path outside the answer may still be ignored, or
+        not (ask :meth:`match`); one inside is not ignored.  A path holding a newline, or
+        starting with '/' or './', is never in it.
+        """
+        if not self._hides:
+            return set(range(len(paths)))
+        if self._lines is None or NORMALIZE_PATH_SEPS:
+            return None
+        unsure: set[int] = set()
+        encoded: list[bytes] = []
+        for index, path in enumerate(paths):
+            path = re2_text(path)
+            if "\n" in path or path.startswith(("/", "./")):
+                unsure.add(index)
+                path = ""
+            encoded.append(path.encode("utf-8"))
+        unsure |= self._lines(b"\n".join(encoded))
+        return {index for index in range(len(paths)) if index not in unsure}
+
+    def cleared_names(self, head: str, names: list[str]) -> tuple[set[str], set[str]] | None:
+        """(files, folders): which of ``names``, each asked about as ``head + name`` (and as a
+        folder, with '/' after it), :meth:`match` is sure to say False of; None: not known.
+
+        :meth:`cleared` for the entries of one folder, with the text for RE2 built in a
+        few steps instead of a few per name (ASCII names without newlines; other names
+        take the way of :meth:`cleared`).
+        """
+        if not self._hides:
+            return set(names), set(names)
+        if self._lines is None or NORMALIZE_PATH_SEPS:
+            return None
+        files = head + ("\n" + head).join(names)
+        simple = (
+            files.isascii()
+            and files.count("\n") == len(names) - 1  # no newline in a name (or the head)
+            and not files.startswith(("/", "./"))
+            and "\n/" not in files
+            and "\n./" not in files
+        )
+        count = len(names)
+        if simple:
+            text = files + "\n" + files.replace("\n", "/\n") + "/"
+            matched = self._lines(text.encode("ascii"))
+        else:
+            cleared = self.cleared([head + name for name in names] + [head + name + "/" for name in names])
+            if cleared is None:
+                return None
+            matched = set(range(2 * count)) - cleared
+        if not matched:
+            return set(names), set(names)
+        return (
+            set(names) - {names[i] for i in matched if i < count},
+            set(names) - {names[i - count] for i in matched if i >= count},
+        )
+
+    def matcher(self) -> Callable[[str], bool]:
+        """:meth:`match` as one function, for the many paths of a walk (the same answers)."""
+        quick = self._any
+        if not self._hides:
+            return _never
+        if quick is None or NORMALIZE_PATH_SEPS:
+            return self.match
+        full = self._spec.match_file
+        slow = self.match
+
+        def match(path: str) -> bool:
+            # An ASCII path holds no surrogate escape (re2_text leaves it as it is); one that
+            # does not start with '/' or './' is the same once pathspec has normalised it.
+            if not path.isascii() or path.startswith(("/", "./")):
+                return slow(path)
+            return quick(path) and bool(full(path))
+
+        return match
+
+
+def _never(path: str) -> bool:
+    return False
 
 
 def _valid(line: str) -> bool:
@@ -361,6 +509,117 @@ def project_gitignore(sandbox: Sandbox, rules: IgnoreRules | None) -> GitIgnore:
     return GitIgnore(read)
 
 
+def walk_filter(rules: IgnoreRules | None, gitignore: GitIgnore | None) -> WalkFilter | None:
+    """A :class:`WalkFilter` for one walk; None when there is nothing to hide."""
+    if rules is None and gitignore is None:
+        return None
+    return WalkFilter(rules, gitignore)
+
+
+#: A folder's .gitignore files not looked at yet.
+_UNKNOWN: Any = object()
+
+
+class _Folder:
+    """What a :class:`WalkFilter` knows of one folder of the walk."""
+
+    __slots__ = ("chain", "git_clear", "hidden", "names", "secret_clear")
+
+    def __init__(self, names: list[str] | None) -> None:
+        #: Whether the rules hide it (it or a folder above it); None: not asked yet.
+        self.hidden: bool | None = None
+        #: Its entries' names, as the walk announced them (None: not announced).
+        self.names = names
+        #: (files, folders): names of its entries the rules surely do not hide; None: ask each.
+        self.secret_clear: tuple[set[str], set[str]] | None = None
+        #: None if it is in .git, else the (offset of the path below it, rules, matcher) of each
+        #: .gitignore that applies; _UNKNOWN until needed.
+        self.chain: Any = _UNKNOWN
+        #: For each of ``chain``: (files, folders) that surely do not match; None: ask each.
+        self.git_clear: list[tuple[set[str], set[str]] | None] = []
+
+
+class WalkFilter:
+    """``hide(rel, is_dir)`` for the many entries of one walk: whether ``rules`` hide the entry
+    (:meth:`IgnoreRules.hidden`) or ``gitignore`` ignores it (:meth:`GitIgnore.ignored`).
+
+    The same answers as asking those two, in that order (a folder's ``.gitignore`` is read
+    only once an entry there is not hidden by the rules), for a fraction of the cost:
+
+    * what can be said of an entry's folder (is it, or a folder above it, hidden? is it
+      in ``.git``? which ``.gitignore`` files apply?) is worked out once per folder;
+    * a walk that announces a folder's names (:meth:`prepare`) before it asks about them
+      has them judged together, one call of RE2 per folder and set of rules for all
+      the names that nothing matches (:meth:`IgnoreSpec.cleared`); only a name that
+      something may match is then judged alone, exactly as before.  A name that was not
+      announced is judged alone too.
+
+    Paths are taken as a walk builds them (relative, '/'-separated, no empty, '.' or
+    '..' component).  The walk must go depth first: announcing a folder forgets what
+    was known of the folders that are not above it (asking again would only cost time).
+    """
+
+    def __init__(self, rules: IgnoreRules | None, gitignore: GitIgnore | None) -> None:
+        self._rules = rules
+        self._gitignore = gitignore
+        self._secret = _never if rules is None else rules._spec.matcher()
+        self._folders: dict[str, _Folder] = {}
+
+    def prepare(self, folder: str, names: list[str]) -> None:
+        """The walk is about to ask about the entries ``names`` of ``folder``."""
+        for known in [k for k in self._folders if not _above(k, folder)]:
+            del self._folders[known]  # walked already (depth first)
+        self._folders[folder] = _Folder(names)
+        if self._gitignore is not None and ".gitignore" not in names:
+            self._gitignore.absent(folder)
+
+    def __call__(self, rel: str, is_dir: bool) -> bool:
+        parent, _, name = rel.rpartition("/")
+        state = self._folders.get(parent)
+        if state is None:
+            state = self._folders[parent] = _Folder(None)
+        if self._rules is not None:
+            if state.hidden is None:
+                state.hidden = self._rules.hidden(parent, is_dir=True)
+            if state.hidden:
+                return True
+            clear = state.secret_clear
+            if clear is None and state.names is not None:
+                clear = state.secret_clear = _cleared(self._rules._spec, parent, 0, state.names)
+            if (clear is None or name not in clear[is_dir]) and self._secret(rel + "/" if is_dir else rel):
+                return True
+        if self._gitignore is None:
+            return False
+        if name == ".git":
+            return True
+        chain = state.chain
+        if chain is _UNKNOWN:
+            chain = state.chain = self._gitignore.matchers(parent)
+            state.git_clear = [None] * len(chain or ())
+        if chain is None:
+            return True
+        for index, (cut, spec, match) in enumerate(chain):
+            clear = state.git_clear[index]
+            if clear is None and state.names is not None:
+                clear = state.git_clear[index] = _cleared(spec, parent, cut, state.names)
+            if clear is not None and name in clear[is_dir]:
+                continue
+            if match(rel[cut:] + "/" if is_dir else rel[cut:]):
+                return True
+        return False
+
+
+def _above(folder: str, below: str) -> bool:
+    """Whether ``folder`` is ``below`` or a folder above it."""
+    return not folder or folder == below or below.startswith(folder + "/")
+
+
+def _cleared(spec: IgnoreSpec, folder: str, cut: int, names: list[str]) -> tuple[set[str], set[str]] | None:
+    """(files, folders): which of the entries ``names`` of ``folder`` ``spec`` surely does not
+    match, each asked about as ``path[cut:]``; None if that cannot be told."""
+    return spec.cleared_names((f"{folder}/" if folder else "")[cut:], names)
+
+
 class GitIgnore:
     """The project's own ``.gitignore`` files (each folder's, and ``.git/info/exclude``), read through the sandbox.
 
@@ -373,13 +632,25 @@ class GitIgnore:
         self._specs: dict[str, IgnoreSpec | None] = {}
         #: For each folder: the (folder, spec) of itself and its parents that have rules.
         self._chains: dict[str, list[tuple[str, IgnoreSpec]]] = {}
+        #: Folders whose listing showed no .gitignore (not looked for again: see :meth:`absent`).
+        self._absent: set[str] = set()
+
+    def absent(self, folder: str) -> None:
+        """``folder`` was listed and holds no ``.gitignore``: do not try to read one there.
+
+        A walk that has just read the folder's names spares a failed read through the
+        sandbox per folder (a walk from the root for each).  One created since the listing
+        is missed, as if it had been created a moment later.
+        """
+        if folder not in self._specs:
+            self._absent.add(folder)
 
     def _spec(self, folder: str) -> IgnoreSpec | None:
         if folder not in self._specs:
             lines: list[str] = []
-            names = [f"{folder}/.gitignore" if folder else ".gitignore"] + (
-                [] if folder else [".git/info/exclude"]
-            )
+            names = [] if folder in self._absent else [f"{folder}/.gitignore" if folder else ".gitignore"]
+            if not folder:
+                names.append(".git/info/exclude")
             for name in names:
                 try:
                     lines += self._read(name).decode("utf-8", errors="replace").splitlines()
@@ -401,14 +672,21 @@ class GitIgnore:
             self._chains[folder] = chain
         return chain
 
+    def matchers(self, folder: str) -> list[tuple[int, IgnoreSpec, Callable[[str], bool]]] | None:
+        """For the entries of ``folder``: None if it is in ``.git``, else the (offset, rules,
+        their matcher) of each ``.gitignore`` above them, to be asked about ``entry_path[offset:]``."""
+        if ".git" in folder.split("/"):
+            return None
+        return [(len(above) + 1 if above else 0, spec, spec.matcher()) for above, spec in self._chain(folder)]
+
     def ignored(self, rel: str, is_dir: bool) -> bool:
         """Whether the rules of any folder above ``rel`` (each matching the path below it) ignore it."""
         rel = rel.strip("/")
-        parts = rel.split("/")
-        if ".git" in parts:
+        # `.git` as any component (as `".git" in rel.split("/")`, without the list).
+        if rel == ".git" or rel.startswith(".git/") or rel.endswith("/.git") or "/.git/" in rel:
             return True
         suffix = "/" if is_dir else ""
-        for folder, spec in self._chain("/".join(parts[:-1])):
+        for folder, spec in self._chain(rel.rpartition("/")[0]):
             below = rel[len(folder) + 1 :] if folder else rel
             if spec.match(below + suffix):
                 return True
