@@ -160,7 +160,9 @@ def tls_context(url: str, ca_file: str | None, insecure: bool) -> ssl.SSLContext
 
 
 def report(line: str) -> None:
-    print(f"aihub-client: {line}", file=sys.stderr, flush=True)
+    # One write of the whole line (print writes the line and its end apart): one per request.
+    sys.stderr.write(f"aihub-client: {line}\n")
+    sys.stderr.flush()
 
 
 def state_parser(command: str) -> argparse.ArgumentParser:

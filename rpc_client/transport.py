@@ -24,12 +24,12 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from rpc_client.dispatcher import METHODS, ClientContext, dispatch_request
+from rpc_client.dispatcher import METHODS, ClientContext, answer_request
 from rpc_client.errors import AuthRefused, ClientExit, HandshakeRefused, TlsRefused, UsageError
 from rpc_client.ledger import Key, Ledger, request_key
 from rpc_client.scope import CURRENT, RequestScope
 from schemas.errors import ErrorCode
-from schemas.framing import Framing, decode_frame, dump_json
+from schemas.framing import Framing, decode_frame, dump_json, dump_json_bytes
 from schemas.jsonrpc import (
     ErrorResponse,
     Malformed,
@@ -128,9 +128,9 @@ async def handshake(ws: ClientConnection, workspace: str, session: str | None = 
 
 async def _answer(ledger: Ledger, key: Key, ctx: ClientContext, request: Request) -> None:
     request_id = request.id
-    text = await dispatch_request(ctx, request)
+    answer = await answer_request(ctx, request)
     try:
-        data = text.encode("utf-8")
+        data = answer.encode("utf-8") if isinstance(answer, str) else dump_json_bytes(answer)
     except UnicodeEncodeError:
         # A lone surrogate (a file name that is not UTF-8, say) cannot go on the wire;
         # an exception inside websockets' send would drop the whole connection.
