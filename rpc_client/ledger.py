@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -38,6 +40,12 @@ Key = tuple[str, str, str]
 KEYED = "*"
 
 Send = Callable[[bytes], Awaitable[None]]
+
+
+def fingerprint(method: str, params: object) -> str:
+    """What a keyed request asks for: a retry with the key must ask for the same."""
+    text = json.dumps([method, params], sort_keys=True, ensure_ascii=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def request_key(epoch: str, request_id: object) -> Key:
@@ -57,6 +65,8 @@ class Ledger:
     #: Answers of keyed requests (kept across epochs, bounded like ``done``).
     kept: OrderedDict[Key, bytes] = field(default_factory=OrderedDict)
     outbox: list[tuple[Key, bytes]] = field(default_factory=list)
+    #: What each keyed request running or kept asked for (see :func:`fingerprint`).
+    asked: dict[Key, str] = field(default_factory=dict)
     _cached_bytes: int = 0
     _kept_bytes: int = 0
     _send: Send | None = None
@@ -82,6 +92,17 @@ class Ledger:
         if cached is not None:
             cache.move_to_end(key)
         return cached
+
+    def conflicts(self, key: Key, asked: str) -> bool:
+        """Whether a keyed request reuses a key that named another request (running or kept);
+        else, remember what this one asks for."""
+        if key[0] != KEYED:
+            return False
+        known = self.asked.get(key)
+        if known is not None and (key in self.running or key in self.kept):
+            return known != asked
+        self.asked[key] = asked
+        return False
 
     def track(self, key: Key, task: asyncio.Task[None]) -> None:
         self.running[key] = task
@@ -132,6 +153,8 @@ class Ledger:
             return
         if key[0] == KEYED:
             self._kept_bytes = _bounded_put(self.kept, key, data, self._kept_bytes, self)
+            for gone in [k for k in self.asked if k not in self.kept and k not in self.running]:
+                del self.asked[gone]
         else:
             self._cached_bytes = _bounded_put(self.done, key, data, self._cached_bytes, self)
 

@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from rpc_client.dispatcher import METHODS, ClientContext, answer_request
 from rpc_client.errors import AuthRefused, ClientExit, HandshakeRefused, TlsRefused, UsageError
-from rpc_client.ledger import Key, Ledger, request_key
+from rpc_client.ledger import KEYED, Key, Ledger, fingerprint, request_key
 from rpc_client.scope import CURRENT, RequestScope
 from schemas.errors import ErrorCode
 from schemas.framing import Framing, decode_frame, dump_json, dump_json_bytes
@@ -40,7 +40,7 @@ from schemas.jsonrpc import (
     error_response,
     to_wire,
 )
-from schemas.protocol import CANCEL_REQUEST, HANDSHAKE_REFUSALS, HANDSHAKE_TIMEOUT_S
+from schemas.protocol import CANCEL_REQUEST, HANDSHAKE_REFUSALS, HANDSHAKE_TIMEOUT_S, IDEMPOTENT_ID_PREFIX
 
 log = logging.getLogger("aihub.client")
 
@@ -193,6 +193,16 @@ async def serve(ws: ClientConnection, ctx: ClientContext, ledger: Ledger | None 
             message = decode_frame(frame, Framing.JSONRPC)
             if isinstance(message, Request):
                 key = request_key(ledger.epoch, message.id)
+                if key[0] == KEYED and ledger.conflicts(key, fingerprint(message.method, message.params)):
+                    await ws.send(
+                        _error_frame(
+                            message.id,
+                            ErrorCode.INVALID_PARAMS,
+                            f"the idempotency key {str(message.id).removeprefix(IDEMPOTENT_ID_PREFIX)!r} was first used for another "
+                            "request (another method or params); use a new key for new work",
+                        )
+                    )
+                    continue
                 seen = ledger.seen(key)
                 if seen is True:
                     log.info("request %r is already running; its answer will follow", message.id)

@@ -95,6 +95,9 @@ def refused(hub: Hub) -> bool:
     return False
 
 
+KEYED_COMMAND = "echo run >> keyed-runs; while [ ! -e go ]; do sleep 0.05; done; echo keyed done"
+
+
 def test_calls_still_running_when_the_drain_ends_get_503_and_only_keyed_work_runs_on(
     tmp_path: Path, project: Path, start_client: Callable[..., Client]
 ) -> None:
@@ -106,14 +109,7 @@ def test_calls_still_running_when_the_drain_ends_get_503_and_only_keyed_work_run
         plain, plain_worker = in_thread(
             lambda: command_call(hub, wid, "echo $$ > plain.pid; sleep 60; touch plain-finished")
         )
-        keyed, keyed_worker = in_thread(
-            lambda: command_call(
-                hub,
-                wid,
-                "echo run >> keyed-runs; while [ ! -e go ]; do sleep 0.05; done; echo keyed done",
-                key="nightly-1",
-            )
-        )
+        keyed, keyed_worker = in_thread(lambda: command_call(hub, wid, KEYED_COMMAND, key="nightly-1"))
         wait_until(
             lambda: (project / "plain.pid").exists() and (project / "keyed-runs").exists(),
             what="both commands to start",
@@ -133,9 +129,11 @@ def test_calls_still_running_when_the_drain_ends_get_503_and_only_keyed_work_run
         hub.start()
         assert hub.workspace_id("cut-short", timeout=30) == wid
         (project / "go").touch()
-        retried = command_call(hub, wid, "never run: the key names the first run", key="nightly-1")
+        retried = command_call(hub, wid, KEYED_COMMAND, key="nightly-1")
         assert retried.status_code == 200 and retried.json()["stdout"] == "keyed done\n", retried.text
         assert (project / "keyed-runs").read_text() == "run\n"
+        reused = command_call(hub, wid, "echo other work", key="nightly-1")  # the key names other work
+        assert reused.json()["status"] == "error" and "first used for another request" in reused.text
         assert not (project / "plain-finished").exists()
         assert client.process.poll() is None
     finally:

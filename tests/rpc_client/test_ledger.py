@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from rpc_client.ledger import Ledger, request_key
+from rpc_client.ledger import Ledger, fingerprint, request_key
 
 pytestmark = pytest.mark.anyio
 
@@ -176,3 +176,27 @@ async def test_a_run_that_ends_does_not_untrack_a_later_run_of_the_same_request(
     assert ledger.seen(key) is True  # the second run is still running: a repeat is not run a third time
     gate.set()
     await second
+
+
+async def test_a_key_reused_for_another_request_is_a_conflict_while_its_answer_is_kept() -> None:
+    ledger = Ledger(max_cached=1)
+    ledger.begin_epoch("e")
+    key = request_key("e", "idem:k")
+    build = fingerprint("execute_command", {"command": "make", "timeout": 60})
+    assert fingerprint("execute_command", {"timeout": 60, "command": "make"}) == build  # key order
+    assert not ledger.conflicts(key, build)
+    gate = asyncio.Event()
+    task = asyncio.ensure_future(gate.wait())
+    ledger.track(key, task)  # type: ignore[arg-type]
+    other = fingerprint("execute_command", {"command": "make clean", "timeout": 60})
+    assert ledger.conflicts(key, other)  # running
+    assert not ledger.conflicts(key, build)  # a retry of the same request
+    gate.set()
+    await task
+    await ledger.deliver(key, b"built")
+    await asyncio.sleep(0)
+    assert ledger.conflicts(key, other)  # kept
+    assert not ledger.conflicts(request_key("e", 3), other)  # only keyed requests are compared
+    await ledger.deliver(request_key("e", "idem:next"), b"next")  # evicts k (max_cached=1)
+    assert not ledger.conflicts(key, other)  # forgotten: the key is free again
+    assert set(ledger.asked) <= {key}  # what is forgotten is not remembered either
