@@ -199,6 +199,11 @@ def list_files(
         hide=hide,
         prepare=None if hide is None else hide.prepare,
         collect=False,  # the rows are in `rows`
+        # A link to a secret is listed as one leading outside: neither its type nor its size, nor
+        # whether it exists (a link to a hidden path that does not exist dangles, so looks the same).
+        hidden_target=None
+        if rules is None
+        else (lambda rel: rules.hidden(rel) or rules.hidden(rel, is_dir=True)),
     )
     return {"files": rows, "truncated": truncated}
 

@@ -305,6 +305,39 @@ def _re2_source(regex: str) -> str:
     return regex.replace("[:", "[\\:")
 
 
+def _exact_regex(regex: Any) -> Any:
+    """``regex`` (a line compiled by :class:`IgnoreSpec`) matching only the path itself, not a
+    path inside a folder it matches: pathspec's regular expressions end where a folder's '/'
+    is (``(?P<ps_d>/)``, alone or as an alternative to ``$``), so must end with the path; one
+    for ``dir/**`` ends with ``dir/`` and must go on (what is in ``dir``, not ``dir`` itself).
+    ``*`` and ``**`` (``.``) match every path as they are.  ``regex`` itself if that fails."""
+    source = regex.pattern
+    if source == ".":
+        return regex
+    source = source + "." if source.endswith("/") else source + r"\z"
+    try:
+        return re2.compile(source, _re2_options())
+    except re2.error:
+        return regex
+
+
+def _joint(
+    sources: list[str], options: Any
+) -> tuple[Callable[[str], bool] | None, Callable[[bytes], set[int]] | None]:
+    """One RE2 search for any of ``sources`` (:func:`re2_searcher`) and the same over many paths,
+    one a line (:func:`re2_lines`); (None, None) when they are too large as one expression."""
+    try:
+        anywhere = re2_searcher(re2.compile("|".join(sources), options))
+    except re2.error:
+        return None, None
+    per_line = _re2_options()
+    per_line.never_nl = True  # a match lies within one line: one path
+    try:
+        return anywhere, re2_lines(re2.compile("(?m:" + "|".join(sources) + ")", per_line))
+    except re2.error:
+        return anywhere, None
+
+
 class IgnoreSpec:
     """Compiled gitignore lines: pathspec's semantics, matched by RE2 (linear time).
 
@@ -326,7 +359,8 @@ class IgnoreSpec:
             spec = _pathspec([line for line in lines if _valid(line)])
         options = _re2_options()
         kept: list[Any] = []
-        sources: list[str] = []
+        sources: list[str] = []  # of the lines that hide
+        returns: list[str] = []  # of the `!` lines
         for pattern in spec.patterns:
             regex = getattr(pattern, "regex", None)
             include = getattr(pattern, "include", None)
@@ -344,22 +378,29 @@ class IgnoreSpec:
                     ) from None
                 continue
             kept.append(pattern)
-            if include:
-                # pathspec marks a folder match with a named group; one name cannot appear twice.
-                sources.append("(?:" + source.replace("(?P<ps_d>", "(?:") + ")")
-        self._spec = _pathspec_of(kept)
+            # pathspec marks a folder match with a named group; one name cannot appear twice.
+            (sources if include else returns).append("(?:" + source.replace("(?P<ps_d>", "(?:") + ")")
+        #: (hides, regex) of each line, in order: see :meth:`_decide`.
+        self._checks: list[tuple[bool, Any]] = [(bool(pattern.include), pattern.regex) for pattern in kept]
+        #: The same, each regex matching the path itself only (see :meth:`verdict`); made when first asked.
+        self._exact: list[tuple[bool, Any]] | None = None
         #: Whether any line hides anything (``!`` lines only bring paths back).
         self._hides = bool(sources)
+        #: Whether any line brings paths back (``!``).
+        self._returns = bool(returns)
         #: One RE2 expression matching wherever any hiding line matches; None: ask each line.
         self._any: Callable[[str], bool] | None = None
         #: The same over many paths at once, one a line (see :meth:`cleared`); None: ask each path.
         self._lines: Callable[[bytes], set[int]] | None = None
+        #: Those two for every line, hiding or bringing back (see :meth:`verdict`).
+        self._any_line: Callable[[str], bool] | None = None
+        self._every_line: Callable[[bytes], set[int]] | None = None
         if sources:
-            with contextlib.suppress(re2.error):  # too large as one expression
-                self._any = re2_searcher(re2.compile("|".join(sources), options))
-                per_line = _re2_options()
-                per_line.never_nl = True  # a match lies within one line: one path
-                self._lines = re2_lines(re2.compile("(?m:" + "|".join(sources) + ")", per_line))
+            self._any, self._lines = _joint(sources, options)
+        if returns:
+            self._any_line, self._every_line = _joint(sources + returns, options)
+        else:
+            self._any_line, self._every_line = self._any, self._lines
 
     def match(self, path: str) -> bool:
         """Whether the lines ignore ``path`` (relative, '/'-separated; a folder ends with '/')."""
@@ -371,18 +412,64 @@ class IgnoreSpec:
             plain = not NORMALIZE_PATH_SEPS and not path.startswith(("/", "./"))
             if not self._any(path if plain else normalize_file(path)):
                 return False  # no line that hides anything matches: most paths end here
-        return bool(self._spec.match_file(path))
+        return self._decide(normalize_file(path)) is True
 
-    def cleared(self, paths: list[str]) -> set[int] | None:
+    def _decide(self, path: str) -> bool | None:
+        """What the lines say of the normalised ``path``: True (ignored), False (brought back by a
+        ``!`` line) or None (no line matches).
+
+        pathspec's ``GitIgnoreSpec`` rule, applied in the lines' order: the last line that
+        matches decides, except that a later line matching only as a folder above the path (or
+        as the folder itself) does not undo a line that hides that folder.  (pathspec 1.x
+        checks the lines from the last and lets a line matching the path itself win over a
+        later folder line: ``!*`` then ``/.aihub/`` no longer hid the state folder.)
+        """
+        decided: bool | None = None
+        priority = 0
+        for hides, regex in self._checks:
+            found = regex.search(path)
+            if found is None:
+                continue
+            folder = found.groupdict().get("ps_d")  # matched as a folder (pathspec's mark)
+            rank = 1 if folder else 2
+            if (hides and folder) or rank >= priority:
+                decided, priority = hides, rank
+        return decided
+
+    def verdict(self, path: str) -> bool | None:
+        """What the lines say of ``path`` itself (as :meth:`match` takes it), as git reads a
+        ``.gitignore``: the last line that matches it decides, True if it ignores it, False if
+        it is a ``!`` line; None if no line matches it (a ``.gitignore`` further up then decides).
+
+        Unlike :meth:`match`, a line does not match what is inside a folder it matches (the
+        caller asks about the folders above first: nothing comes back from an ignored folder),
+        and ``dir/**`` matches what is inside ``dir``, not ``dir`` itself.
+        """
+        if not (self._hides or self._returns):
+            return None
+        path = normalize_file(re2_text(path))
+        if self._any_line is not None and not self._any_line(path):
+            return None  # no line matches: most paths end here
+        if self._exact is None:
+            self._exact = [(hides, _exact_regex(regex)) for hides, regex in self._checks]
+        decided: bool | None = None
+        for hides, regex in self._exact:
+            if regex.search(path) is not None:
+                decided = hides
+        return decided
+
+    def cleared(self, paths: list[str], *, every_line: bool = False) -> set[int] | None:
         """The indexes of ``paths`` that :meth:`match` is sure to say False of (None: not known).
 
         Asked of many paths at once: a path outside the answer may still be ignored, or
         not (ask :meth:`match`); one inside is not ignored.  A path holding a newline, or
-        starting with '/' or './', is never in it.
+        starting with '/' or './', is never in it.  With ``every_line``: the paths that no
+        line matches at all, not even a ``!`` line (:meth:`verdict` is sure to say None of).
         """
-        if not self._hides:
+        lines = self._every_line if every_line else self._lines
+        if not (self._hides or (every_line and self._returns)):
             return set(range(len(paths)))
-        if self._lines is None or NORMALIZE_PATH_SEPS:
+        if lines is None or NORMALIZE_PATH_SEPS:
             return None
         unsure: set[int] = set()
         encoded: list[bytes] = []
@@ -392,20 +479,23 @@ class IgnoreSpec:
                 unsure.add(index)
                 path = ""
             encoded.append(path.encode("utf-8"))
-        unsure |= self._lines(b"\n".join(encoded))
+        unsure |= lines(b"\n".join(encoded))
         return {index for index in range(len(paths)) if index not in unsure}
 
-    def cleared_names(self, head: str, names: list[str]) -> tuple[set[str], set[str]] | None:
+    def cleared_names(
+        self, head: str, names: list[str], *, every_line: bool = False
+    ) -> tuple[set[str], set[str]] | None:
         """(files, folders): which of ``names``, each asked about as ``head + name`` (and as a
         folder, with '/' after it), :meth:`match` is sure to say False of; None: not known.
 
         :meth:`cleared` for the entries of one folder, with the text for RE2 built in a
         few steps instead of a few per name (ASCII names without newlines; other names
-        take the way of :meth:`cleared`).
+        take the way of :meth:`cleared`; ``every_line`` as there).
         """
-        if not self._hides:
+        lines = self._every_line if every_line else self._lines
+        if not (self._hides or (every_line and self._returns)):
             return set(names), set(names)
-        if self._lines is None or NORMALIZE_PATH_SEPS:
+        if lines is None or NORMALIZE_PATH_SEPS:
             return None
         files = head + ("\n" + head).join(names)
         simple = (
@@ -418,9 +508,11 @@ class IgnoreSpec:
         count = len(names)
         if simple:
             text = files + "\n" + files.replace("\n", "/\n") + "/"
-            matched = self._lines(text.encode("ascii"))
+            matched = lines(text.encode("ascii"))
         else:
-            cleared = self.cleared([head + name for name in names] + [head + name + "/" for name in names])
+            cleared = self.cleared(
+                [head + name for name in names] + [head + name + "/" for name in names], every_line=every_line
+            )
             if cleared is None:
                 return None
             matched = set(range(2 * count)) - cleared
@@ -438,7 +530,7 @@ class IgnoreSpec:
             return _never
         if quick is None or NORMALIZE_PATH_SEPS:
             return self.match
-        full = self._spec.match_file
+        full = self._decide
         slow = self.match
 
         def match(path: str) -> bool:
@@ -446,7 +538,7 @@ class IgnoreSpec:
             # does not start with '/' or './' is the same once pathspec has normalised it.
             if not path.isascii() or path.startswith(("/", "./")):
                 return slow(path)
-            return quick(path) and bool(full(path))
+            return quick(path) and full(path) is True
 
         return match
 
@@ -475,13 +567,6 @@ def _pathspec(lines: list[str]) -> pathspec.GitIgnoreSpec:
         return pathspec.GitIgnoreSpec.from_lines(lines, backend="simple")
     except TypeError:  # pathspec < 1.0 has no backends (and never picks RE2)
         return pathspec.GitIgnoreSpec.from_lines(lines)
-
-
-def _pathspec_of(patterns: list[Any]) -> pathspec.GitIgnoreSpec:
-    try:
-        return pathspec.GitIgnoreSpec(patterns, backend="simple")
-    except TypeError:
-        return pathspec.GitIgnoreSpec(patterns)
 
 
 def gitignore_spec(lines: list[str], *, strict: bool = True) -> IgnoreSpec:
@@ -532,7 +617,7 @@ class _Folder:
         self.names = names
         #: (files, folders): names of its entries the rules surely do not hide; None: ask each.
         self.secret_clear: tuple[set[str], set[str]] | None = None
-        #: None if it is in .git, else the (offset of the path below it, rules, matcher) of each
+        #: None if it is in .git or ignored, else the (offset of the path below it, rules, verdict) of each
         #: .gitignore that applies; _UNKNOWN until needed.
         self.chain: Any = _UNKNOWN
         #: For each of ``chain``: (files, folders) that surely do not match; None: ask each.
@@ -598,14 +683,17 @@ class WalkFilter:
             state.git_clear = [None] * len(chain or ())
         if chain is None:
             return True
-        for index, (cut, spec, match) in enumerate(chain):
+        # The deepest .gitignore with a line matching the entry decides (see GitIgnore).
+        for index in range(len(chain) - 1, -1, -1):
+            cut, spec, verdict = chain[index]
             clear = state.git_clear[index]
             if clear is None and state.names is not None:
-                clear = state.git_clear[index] = _cleared(spec, parent, cut, state.names)
+                clear = state.git_clear[index] = _cleared(spec, parent, cut, state.names, every_line=True)
             if clear is not None and name in clear[is_dir]:
-                continue
-            if match(rel[cut:] + "/" if is_dir else rel[cut:]):
-                return True
+                continue  # no line of it matches: it has no say
+            said = verdict(rel[cut:] + "/" if is_dir else rel[cut:])
+            if said is not None:
+                return bool(said)
         return False
 
 
@@ -614,10 +702,12 @@ def _above(folder: str, below: str) -> bool:
     return not folder or folder == below or below.startswith(folder + "/")
 
 
-def _cleared(spec: IgnoreSpec, folder: str, cut: int, names: list[str]) -> tuple[set[str], set[str]] | None:
+def _cleared(
+    spec: IgnoreSpec, folder: str, cut: int, names: list[str], *, every_line: bool = False
+) -> tuple[set[str], set[str]] | None:
     """(files, folders): which of the entries ``names`` of ``folder`` ``spec`` surely does not
     match, each asked about as ``path[cut:]``; None if that cannot be told."""
-    return spec.cleared_names((f"{folder}/" if folder else "")[cut:], names)
+    return spec.cleared_names((f"{folder}/" if folder else "")[cut:], names, every_line=every_line)
 
 
 class GitIgnore:
@@ -625,15 +715,23 @@ class GitIgnore:
 
     Used to keep listings of real repositories free of ``node_modules/``,
     ``.venv/`` and build output. ``.git/`` itself is left out too.
+
+    Read as git reads them: of the files that apply to a path, the one in the deepest
+    folder that has a line matching it decides (its last such line, so a ``!`` line
+    there brings back what a ``.gitignore`` further up ignores), the root's
+    ``.git/info/exclude`` last of all; and nothing inside an ignored folder comes back.
     """
 
     def __init__(self, read: Callable[[str], bytes]) -> None:
         self._read = read
         self._specs: dict[str, IgnoreSpec | None] = {}
-        #: For each folder: the (folder, spec) of itself and its parents that have rules.
+        #: For each folder: the (folder, spec) of itself and its parents that have rules, from
+        #: the root down (``.git/info/exclude`` first, as the root's: it yields to all of them).
         self._chains: dict[str, list[tuple[str, IgnoreSpec]]] = {}
         #: Folders whose listing showed no .gitignore (not looked for again: see :meth:`absent`).
         self._absent: set[str] = set()
+        #: Whether each folder (or one above it) is ignored, as far as asked.
+        self._folders: dict[str, bool] = {"": False}
 
     def absent(self, folder: str) -> None:
         """``folder`` was listed and holds no ``.gitignore``: do not try to read one there.
@@ -645,49 +743,69 @@ class GitIgnore:
         if folder not in self._specs:
             self._absent.add(folder)
 
+    def _lines_of(self, name: str) -> IgnoreSpec | None:
+        try:
+            lines = self._read(name).decode("utf-8", errors="replace").splitlines()
+        except RpcError:
+            return None  # none there, or not readable inside the root: no rules from it
+        # A line git would not take is left out, not an error that fails every listing; and
+        # past MAX_GITIGNORE_LINES the lines are left out too (each costs every path it is
+        # asked about a match: a .gitignore is the AI's to write, unlike .aihubignore).
+        lines = lines[:MAX_GITIGNORE_LINES]
+        return gitignore_spec(lines, strict=False) if lines else None
+
     def _spec(self, folder: str) -> IgnoreSpec | None:
         if folder not in self._specs:
-            lines: list[str] = []
-            names = [] if folder in self._absent else [f"{folder}/.gitignore" if folder else ".gitignore"]
-            if not folder:
-                names.append(".git/info/exclude")
-            for name in names:
-                try:
-                    lines += self._read(name).decode("utf-8", errors="replace").splitlines()
-                except RpcError:
-                    continue  # none there, or not readable inside the root: no rules from it
-            # A line git would not take is left out, not an error that fails every listing; and
-            # past MAX_GITIGNORE_LINES the lines are left out too (each costs every path it is
-            # asked about a match: a .gitignore is the AI's to write, unlike .aihubignore).
-            lines = lines[:MAX_GITIGNORE_LINES]
-            self._specs[folder] = gitignore_spec(lines, strict=False) if lines else None
+            name = f"{folder}/.gitignore" if folder else ".gitignore"
+            self._specs[folder] = None if folder in self._absent else self._lines_of(name)
         return self._specs[folder]
 
     def _chain(self, folder: str) -> list[tuple[str, IgnoreSpec]]:
         chain = self._chains.get(folder)
         if chain is None:
-            parent = [] if not folder else self._chain(folder.rsplit("/", 1)[0] if "/" in folder else "")
+            if folder:
+                parent = self._chain(folder.rsplit("/", 1)[0] if "/" in folder else "")
+            else:
+                exclude = self._lines_of(".git/info/exclude")
+                parent = [] if exclude is None else [("", exclude)]
             spec = self._spec(folder)
             chain = parent if spec is None else [*parent, (folder, spec)]
             self._chains[folder] = chain
         return chain
 
-    def matchers(self, folder: str) -> list[tuple[int, IgnoreSpec, Callable[[str], bool]]] | None:
-        """For the entries of ``folder``: None if it is in ``.git``, else the (offset, rules,
-        their matcher) of each ``.gitignore`` above them, to be asked about ``entry_path[offset:]``."""
-        if ".git" in folder.split("/"):
+    def matchers(self, folder: str) -> list[tuple[int, IgnoreSpec, Callable[[str], bool | None]]] | None:
+        """For the entries of ``folder``: None if it is in ``.git`` or ignored (or a folder above
+        it is), else the (offset, rules, their verdict) of each ``.gitignore`` above them, from
+        the root down, to be asked about ``entry_path[offset:]``: the last to answer decides."""
+        if ".git" in folder.split("/") or self.folder_ignored(folder):
             return None
-        return [(len(above) + 1 if above else 0, spec, spec.matcher()) for above, spec in self._chain(folder)]
+        return [(len(above) + 1 if above else 0, spec, spec.verdict) for above, spec in self._chain(folder)]
+
+    def folder_ignored(self, folder: str) -> bool:
+        """Whether the folder ``folder`` (relative, no '/' at either end) or one above it is ignored."""
+        known = self._folders.get(folder)
+        if known is None:
+            parent = folder.rsplit("/", 1)[0] if "/" in folder else ""
+            known = self.folder_ignored(parent) or self._decide(folder, True)
+            self._folders[folder] = known
+        return known
+
+    def _decide(self, rel: str, is_dir: bool) -> bool:
+        """What the deepest ``.gitignore`` with a line matching ``rel`` says (its folders not asked about)."""
+        suffix = "/" if is_dir else ""
+        for folder, spec in reversed(self._chain(rel.rpartition("/")[0])):
+            verdict = spec.verdict((rel[len(folder) + 1 :] if folder else rel) + suffix)
+            if verdict is not None:
+                return verdict
+        return False
 
     def ignored(self, rel: str, is_dir: bool) -> bool:
-        """Whether the rules of any folder above ``rel`` (each matching the path below it) ignore it."""
+        """Whether ``rel`` is ignored: it is in ``.git``, a folder above it is ignored, or the
+        deepest ``.gitignore`` (or ``.git/info/exclude``) with a line that matches it ignores it."""
         rel = rel.strip("/")
         # `.git` as any component (as `".git" in rel.split("/")`, without the list).
         if rel == ".git" or rel.startswith(".git/") or rel.endswith("/.git") or "/.git/" in rel:
             return True
-        suffix = "/" if is_dir else ""
-        for folder, spec in self._chain(rel.rpartition("/")[0]):
-            below = rel[len(folder) + 1 :] if folder else rel
-            if spec.match(below + suffix):
-                return True
-        return False
+        if not rel:
+            return False
+        return self.folder_ignored(rel.rpartition("/")[0]) or self._decide(rel, is_dir)

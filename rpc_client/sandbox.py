@@ -433,6 +433,8 @@ class _Listing:
     prepare: Callable[[str, list[str]], None] | None = None
     #: Whether the rows are kept in ``out`` (a caller that takes them from ``accept`` need not).
     collect: bool = True
+    #: Whether a link's target (its resolved path) may not be described (see :meth:`Sandbox.list_dir`).
+    hidden_target: Callable[[str], bool] | None = None
     out: list[Entry] = field(default_factory=list)
     #: Rows added so far.
     count: int = 0
@@ -886,6 +888,7 @@ class Sandbox:
         hide: Callable[[str, bool], bool] | None = None,
         prepare: Callable[[str, list[str]], None] | None = None,
         collect: bool = True,
+        hidden_target: Callable[[str], bool] | None = None,
     ) -> tuple[list[Entry], bool]:
         """List a directory: (entries, truncated).
 
@@ -901,6 +904,9 @@ class Sandbox:
         them faster together.  Rows that cannot be examined (a folder that may be read
         but not searched) are left out.  Without ``collect`` no entry is returned (a
         caller that keeps what ``accept`` is shown spares a list of them all).
+        ``hidden_target(resolved_path)`` True: a link leading there is listed as one whose
+        target is outside (no type, no size), as a dangling one is, so that links cannot
+        tell whether a hidden path exists, what it is or how large.
         """
         with self._resolved(path) as res:
             if res.name is not None:
@@ -919,7 +925,14 @@ class Sandbox:
             if not _same_file(os.fstat(dfd), want):
                 raise self._changed(path)
             listing = _Listing(
-                max(0, max_entries), recursive, accept, _Steps(_LIST_STEPS), hide, prepare, collect
+                max(0, max_entries),
+                recursive,
+                accept,
+                _Steps(_LIST_STEPS),
+                hide,
+                prepare,
+                collect,
+                hidden_target,
             )
             truncated = self._list_into(dfd, base, depth, listing)
             return listing.out, truncated
@@ -952,7 +965,7 @@ class Sandbox:
             if hide is not None and hide(rel, is_dir):
                 continue
             if S_ISLNK(mode):
-                row = self._link_entry(name, rel, listing.steps)
+                row = self._link_entry(name, rel, listing.steps, listing.hidden_target)
                 if row is None or not listing.add(row):
                     return True  # out of steps or of room: the listing is incomplete
                 continue
@@ -981,14 +994,20 @@ class Sandbox:
                 os.close(child)
         return False
 
-    def _link_entry(self, name: str, rel: str, steps: _Steps) -> Entry | None:
+    def _link_entry(
+        self, name: str, rel: str, steps: _Steps, hidden_target: Callable[[str], bool] | None = None
+    ) -> Entry | None:
         """A listing row for a link, judged by resolving it inside the sandbox.
 
         None when the listing's step budget ran out before the link could be judged.
+        A link whose target ``hidden_target`` refuses is described as one that leaves the root.
         """
+        outside = Entry(name=name, path=rel, is_dir=False, size=None, is_symlink=True, target_outside=True)
         try:
             with self._resolved(rel, shared=steps) as res:
                 assert res.st is not None
+                if hidden_target is not None and hidden_target(res.rel()):
+                    return outside
                 is_dir = res.name is None
                 size = res.st.st_size if not is_dir and stat.S_ISREG(res.st.st_mode) else None
                 return Entry(name=name, path=rel, is_dir=is_dir, size=size, is_symlink=True)
@@ -996,7 +1015,7 @@ class Sandbox:
             return None
         except SandboxError:
             # Leaves the root, dangles or loops: say so, reveal nothing about the target.
-            return Entry(name=name, path=rel, is_dir=False, size=None, is_symlink=True, target_outside=True)
+            return outside
 
     def write_file(
         self,

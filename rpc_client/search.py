@@ -331,13 +331,14 @@ def _finder(regex: Any) -> Callable[[bytes, int, int], int]:
 
 
 def _matching_lines(
-    regex: Any, data: bytes, budget: Budget | None = None
+    regex: Any, data: bytes, budget: Budget | None = None, *, first: int | None = None
 ) -> Iterator[tuple[int, bytes, int]]:
     """(line number, line bytes, where the match starts in it) of each line with a match, in order.
 
     With ``budget`` the text is searched in slices that end at line ends (a match never
     spans lines, and RE2 sees the whole text around a slice, so ``$`` and ``\\b`` at its
-    edges judge as without slices), and the budget is asked before each.
+    edges judge as without slices), and the budget is asked before each.  ``first``: where
+    the search of the whole of ``data`` (one slice) found its first match, already paid for.
     """
     size = len(data)
     find = _finder(regex) if budget is None else budget.find
@@ -346,12 +347,15 @@ def _matching_lines(
     counted = 0  # line_no is the number of the line holding byte `counted`
     while pos <= size:
         end = size
-        if budget is not None:
-            if size - pos > budget.slice_bytes:
-                newline = data.find(b"\n", pos + budget.slice_bytes - 1)
-                end = size if newline < 0 else newline + 1
-            budget.spend(end - pos)
-        start = find(data, pos, end)
+        if first is not None:
+            start, first = first, None  # (the caller searched data[0:size] in one call)
+        else:
+            if budget is not None:
+                if size - pos > budget.slice_bytes:
+                    newline = data.find(b"\n", pos + budget.slice_bytes - 1)
+                    end = size if newline < 0 else newline + 1
+                budget.spend(end - pos)
+            start = find(data, pos, end)
         if start < 0:
             if end >= size:
                 return
@@ -453,13 +457,15 @@ def search_files(
                 continue
             shown = None
             try:
+                first = None
                 if len(data) <= budget.slice_bytes:
                     # Most files: one call of RE2 (the first _matching_lines would make) finds nothing.
                     budget.spend(len(data))
-                    if budget.find(data, 0, len(data)) < 0:
+                    first = budget.find(data, 0, len(data))
+                    if first < 0:
                         searched += 1
                         continue
-                for line_no, line, column in _matching_lines(regex, data, budget):
+                for line_no, line, column in _matching_lines(regex, data, budget, first=first):
                     if len(matches) >= params.max_results:
                         truncated = True
                         break
