@@ -156,20 +156,8 @@ async def _event_stream(
                 method, params, timeout=timeout, on_event=on_event, idempotency_key=key
             )
             events.put_nowait(("result", answer_payload(answer)))
-        except CallTimeout as exc:
-            events.put_nowait(("error", {"status_code": 504, "detail": str(exc)}))
-        except HubShuttingDown as exc:
-            events.put_nowait(("error", {"status_code": 503, "detail": str(exc)}))
-        except WorkspaceGone as exc:
-            events.put_nowait(("error", {"status_code": 502, "detail": str(exc)}))
-        except WorkspaceBusy as exc:
-            events.put_nowait(("error", {"status_code": 429, "detail": str(exc)}))
-        except KeyInFlight as exc:
-            events.put_nowait(("error", {"status_code": 409, "detail": str(exc)}))
-        except KeyUnsupported as exc:
-            events.put_nowait(("error", {"status_code": 422, "detail": str(exc)}))
-        except RequestTooLarge as exc:
-            events.put_nowait(("error", {"status_code": 413, "detail": str(exc)}))
+        except CALL_ERRORS as exc:
+            events.put_nowait(("error", {"status_code": http_error(exc).status_code, "detail": str(exc)}))
         except Exception:  # the stream must end whatever happens
             log.exception("%s: streaming call failed", method)
             events.put_nowait(
@@ -188,6 +176,31 @@ async def _event_stream(
             call.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await call
+
+
+#: What a workspace call may raise that is the caller's answer, not the hub's failure.
+CALL_ERRORS = (CallTimeout, WorkspaceGone, WorkspaceBusy, KeyInFlight, KeyUnsupported, RequestTooLarge)
+
+
+def http_error(exc: Exception) -> HTTPException:
+    """The HTTP answer to one of :data:`CALL_ERRORS` (the event stream sends its status too)."""
+    if isinstance(exc, CallTimeout):
+        return HTTPException(504, str(exc))
+    if isinstance(exc, HubShuttingDown):  # before WorkspaceGone, its base class
+        return HTTPException(503, str(exc), headers={"Retry-After": "2"})
+    if isinstance(exc, WorkspaceGone):
+        return HTTPException(502, str(exc))
+    if isinstance(exc, WorkspaceBusy):
+        return HTTPException(429, str(exc), headers={"Retry-After": "1"})
+    if isinstance(exc, KeyInFlight):
+        return HTTPException(409, str(exc), headers={"Retry-After": "1"})
+    if isinstance(exc, KeyUnsupported):
+        return HTTPException(
+            422, [{"loc": ["header", "Idempotency-Key"], "msg": str(exc), "type": "value_error"}]
+        )
+    if isinstance(exc, RequestTooLarge):
+        return HTTPException(413, str(exc))
+    raise TypeError(f"not a call error: {exc!r}")
 
 
 def call_timeout(settings: HubSettings, params: Params) -> float:
@@ -244,22 +257,8 @@ def build_router(registry: Registry, settings: HubSettings, require_token: Calla
             answer = await unless_disconnected(
                 request, workspace.call(method, wire_params, timeout=timeout, idempotency_key=key)
             )
-        except CallTimeout as exc:
-            raise HTTPException(504, str(exc)) from None
-        except HubShuttingDown as exc:
-            raise HTTPException(503, str(exc), headers={"Retry-After": "2"}) from None
-        except WorkspaceGone as exc:
-            raise HTTPException(502, str(exc)) from None
-        except WorkspaceBusy as exc:
-            raise HTTPException(429, str(exc), headers={"Retry-After": "1"}) from None
-        except KeyInFlight as exc:
-            raise HTTPException(409, str(exc), headers={"Retry-After": "1"}) from None
-        except KeyUnsupported as exc:
-            raise HTTPException(
-                422, [{"loc": ["header", "Idempotency-Key"], "msg": str(exc), "type": "value_error"}]
-            ) from None
-        except RequestTooLarge as exc:
-            raise HTTPException(413, str(exc)) from None
+        except CALL_ERRORS as exc:
+            raise http_error(exc) from None
         except CallerGone:
             return JSONResponse({"detail": "the caller hung up"}, CLIENT_CLOSED)
         return JSONResponse(answer_payload(answer))
