@@ -6,6 +6,8 @@ models; nothing here is written by hand twice.
 
 from __future__ import annotations
 
+import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -567,5 +569,11 @@ TOOLS: dict[str, ToolSpec] = {
 
 
 def tools_for_llm() -> list[dict[str, Any]]:
-    """Every tool in the function-calling format."""
+    """Every tool in the function-calling format (a fresh copy: the caller may change it)."""
+    return copy.deepcopy(_functions())
+
+
+@functools.cache
+def _functions() -> list[dict[str, Any]]:
+    # Generating the JSON Schemas took 5 % of the hub's CPU in a chat turn: once is enough.
     return [spec.as_function() for spec in TOOLS.values()]
