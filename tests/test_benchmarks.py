@@ -35,3 +35,13 @@ def test_the_benchmark_runs_every_figure_and_writes_its_results(tmp_path: Path) 
         if row["baseline"]:
             assert row["baseline_value"] > 0 and row["ratio"] > 0, row
     assert "baseline: echo p50 (another process)" in done.stdout
+
+
+@pytest.mark.e2e
+def test_the_chat_turn_benchmark_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.chat_turns", "-n", "3"],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "a new conversation each turn" in done.stdout and "one conversation growing" in done.stdout
