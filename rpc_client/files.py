@@ -103,7 +103,7 @@ def _content_size(content: str, data: bytes) -> int:
     ASCII, so one byte each in ``data``.
     """
     if len(data) < 4096:
-        return _json_size(content)  # small: as fast either way
+        return _text_cost(content)  # small: as fast either way (what _json_size says of a string)
     newlines = data.count(b"\n")
     escaped = len(data) - len(data.translate(None, _ESCAPES))
     if escaped == newlines:  # the usual text: newlines are all it escapes
@@ -203,7 +203,7 @@ def list_files(
         # whether it exists (a link to a hidden path that does not exist dangles, so looks the same).
         hidden_target=None
         if rules is None
-        else (lambda rel: rules.hidden(rel) or rules.hidden(rel, is_dir=True)),
+        else rules.hidden_either,  # rules.hidden(rel) or rules.hidden(rel, is_dir=True)
     )
     return {"files": rows, "truncated": truncated}
 
@@ -392,7 +392,7 @@ def read_files(
             content = _decode(path, data, params.encoding)
             # base64 is ASCII that JSON does not escape.
             encoded = len(content) + 2 if params.encoding == "base64" else _content_size(content, data)
-            cost = encoded + _json_size(key)
+            cost = encoded + _text_cost(key)  # `key` has no lone surrogate (_wire)
             if cost > budget:
                 hint = "ask fewer lines (a smaller limit)" if ranged else "read it in a call of its own"
                 raise RpcError(

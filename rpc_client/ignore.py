@@ -93,6 +93,8 @@ class IgnoreRules:
 
     def __post_init__(self) -> None:
         self._spec = gitignore_spec(self.patterns)
+        #: (the spec, its verdicts): see :meth:`hidden_either`.
+        self._memo: tuple[IgnoreSpec, dict[str, bool]] = (self._spec, {})
 
     @classmethod
     def load(cls, root: Path, *, ignore_file: Path | None = None, defaults: bool = True) -> IgnoreRules:
@@ -145,10 +147,37 @@ class IgnoreRules:
         """
         return self._spec.match(rel + "/" if is_dir else rel)
 
+    def hidden_either(self, rel: str) -> bool:
+        """``hidden(rel) or hidden(rel, is_dir=True)``: whether ``rel`` is hidden as a file or as a folder.
+
+        Each path's parent folders are asked about once (not once for each), and the answer
+        is remembered for the next call about the same path: an AI reads the same few files
+        again and again, and each was judged about eight times per read.  The memo is
+        keyed by the exact text asked about and belongs to the compiled rules it was
+        worked out with (``_spec``): rules compiled again (another :class:`IgnoreRules`,
+        or this one's :meth:`__post_init__` run again) start with an empty one, so it can
+        never answer from other rules.  A path longer than ``VERDICT_MEMO_CHARS`` is not
+        remembered, and past ``VERDICT_MEMO_PATHS`` paths all are forgotten (bounded memory).
+        """
+        spec = self._spec
+        memo_spec, memo = self._memo
+        if memo_spec is not spec:  # compiled again since: what was remembered is of other rules
+            memo = {}
+            self._memo = (spec, memo)
+        known = memo.get(rel)
+        if known is not None:
+            return known
+        known = _hidden_either(spec, rel)
+        if len(rel) <= VERDICT_MEMO_CHARS:
+            if len(memo) >= VERDICT_MEMO_PATHS:
+                memo.clear()
+            memo[rel] = known
+        return known
+
     def check_read(self, shown: str, rel: str) -> None:
         # As a file and as a folder: `.ssh` is refused whether it is one or the other.
-        candidates = (rel, lexical_path(shown))
-        if any(self.hidden(c) or self.hidden(c, is_dir=True) for c in candidates):
+        lexical = lexical_path(shown)
+        if self.hidden_either(rel) or (lexical != rel and self.hidden_either(lexical)):
             raise RpcError(ErrorCode.DENIED, f"{shown!r} is hidden by the ignore rules ({self.source})")
 
     def check_write(self, shown: str, rel: str) -> None:
@@ -199,6 +228,24 @@ class IgnoreRules:
                 )
 
 
+def _hidden_either(spec: IgnoreSpec, rel: str) -> bool:
+    """What ``IgnoreRules.hidden(rel) or IgnoreRules.hidden(rel, is_dir=True)`` says, under ``spec``."""
+    rel = rel.strip("/")
+    if not rel or rel == ".":
+        return False
+    if spec.match(rel) or spec.match(rel + "/"):
+        return True
+    # Inside an ignored folder: each parent as a folder (the same for a file and a folder).
+    parts = rel.split("/")
+    return any(spec.match("/".join(parts[:i]) + "/") for i in range(1, len(parts)))
+
+
+#: Paths whose verdict one set of rules remembers (:meth:`IgnoreRules.hidden_either`); past
+#: this many, all are forgotten and the memo starts again.
+VERDICT_MEMO_PATHS = 4096
+#: Longest path (in characters) whose verdict is remembered: the memo holds at most about
+#: VERDICT_MEMO_PATHS * VERDICT_MEMO_CHARS characters of keys (about a megabyte).
+VERDICT_MEMO_CHARS = 256
 #: Memory RE2 may use for one ignore pattern (its default).
 _PATTERN_MEMORY = 8 << 20
 # Every undecodable byte of a file name (a surrogate escape, ``"caf\udce9"``) stands for
