@@ -820,21 +820,31 @@ class Sandbox:
             raise SandboxError(ErrorCode.INVALID_PARAMS, "max_bytes must not be negative")
         res = self._walk(path, split_relative(path), stat_last=True)
         try:
-            if guard is not None:
-                guard(res.rel())
-            _regular_file(res, path)
-            assert res.name is not None and res.st is not None  # for the type checker: just checked
-            if res.st.st_size > max_bytes:
-                raise self._too_large(path, res.st.st_size, max_bytes)
-            fd, st = _open_regular(res.parent_fd, res.name, path, res.st)
+            fd, st = self._judged_open(res, path, max_bytes, guard)
         finally:
             res.close()  # the walk's descriptors: the file is open (or refused) now
         try:
-            if st.st_size > max_bytes:
-                raise self._too_large(path, st.st_size, max_bytes)
             return _read_whole(fd, path, st.st_size, max_bytes)
         finally:
             os.close(fd)
+
+    def _judged_open(
+        self, res: _Resolved, path: str, max_bytes: int, guard: Callable[[str], None] | None
+    ) -> tuple[int, os.stat_result]:
+        """The one judgement of :meth:`read_file` and :meth:`open_file`: ``guard`` on the resolved
+        path before anything is opened, a regular file within ``max_bytes``, and only the very
+        file that was judged opened (its descriptor and ``fstat``; the caller closes it)."""
+        if guard is not None:
+            guard(res.rel())
+        _regular_file(res, path)
+        assert res.name is not None and res.st is not None  # for the type checker: just checked
+        if res.st.st_size > max_bytes:
+            raise self._too_large(path, res.st.st_size, max_bytes)
+        fd, st = _open_regular(res.parent_fd, res.name, path, res.st)
+        if st.st_size > max_bytes:
+            os.close(fd)
+            raise self._too_large(path, st.st_size, max_bytes)
+        return fd, st
 
     @contextmanager
     def open_file(
@@ -850,16 +860,8 @@ class Sandbox:
         if max_bytes < 0:
             raise SandboxError(ErrorCode.INVALID_PARAMS, "max_bytes must not be negative")
         with self._resolved(path) as res:
-            if guard is not None:
-                guard(res.rel())
-            _regular_file(res, path)
-            assert res.name is not None and res.st is not None  # for the type checker: just checked
-            if res.st.st_size > max_bytes:
-                raise self._too_large(path, res.st.st_size, max_bytes)
-            fd, st = _open_regular(res.parent_fd, res.name, path, res.st)
+            fd, st = self._judged_open(res, path, max_bytes, guard)
             try:
-                if st.st_size > max_bytes:
-                    raise self._too_large(path, st.st_size, max_bytes)
                 yield FileReader(fd, path, st.st_size, max_bytes)
             finally:
                 os.close(fd)
