@@ -169,7 +169,10 @@ def _in_thread(fn: Callable[..., dict[str, Any]], *args: Any) -> Awaitable[dict[
 async def list_files(ctx: ClientContext, /, **params: Any) -> Any:
     async def work(record: CallRecord) -> dict[str, Any]:
         p = _validated(ListFilesParams, params)
-        return await _in_thread(files.list_files, ctx.sandbox, p, ctx.limits, ctx.ignore)
+        scope = CURRENT.get()
+        # The hub withdrew the request (its caller gave up): stop at the next folder.
+        stop = None if scope is None else scope.cancelled.is_set
+        return await _in_thread(lambda: files.list_files(ctx.sandbox, p, ctx.limits, ctx.ignore, stop=stop))
 
     return await _serve(ctx, "list_files", params, work)
 

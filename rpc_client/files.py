@@ -29,6 +29,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _encode_string  # what json.dumps writes a string as
@@ -66,6 +67,8 @@ class FileLimits:
     max_search_file_bytes: int = 16 * MiB
     #: A search stops (truncated, timed_out) after this long: well within the hub's 30 s.
     search_seconds: float = 20.0
+    #: So does a listing (a tree of millions of ignored files is walked, not answered).
+    list_seconds: float = 20.0
     #: Longest diff an edit_file answer carries; the rest is cut with a marker.
     max_diff_chars: int = 32_000
 
@@ -164,18 +167,33 @@ def _row_and_cost(entry: Entry) -> tuple[dict[str, Any], int]:
     return row, cost
 
 
+class _OutOfTime(Exception):
+    """The listing's time is up, or its request was withdrawn."""
+
+
 def list_files(
     sandbox: Sandbox,
     params: ListFilesParams,
     limits: FileLimits | None = None,
     rules: IgnoreRules | None = None,
+    *,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
-    """The listing, cut short (``truncated``) when its rows would pass the answer budget."""
+    """The listing, cut short (``truncated``) when its rows would pass the answer budget, and
+    (``truncated`` and ``timed_out``) after ``limits.list_seconds`` or when ``stop()`` says so."""
     rows: list[dict[str, Any]] = []
-    budget = (limits or FileLimits()).max_answer_bytes
+    limits = limits or FileLimits()
+    budget = limits.max_answer_bytes
+    deadline = time.monotonic() + limits.list_seconds
+
+    def check_time() -> None:
+        if time.monotonic() > deadline or (stop is not None and stop()):
+            raise _OutOfTime
 
     def accept(entry: Entry) -> bool:
         nonlocal budget
+        if len(rows) % 256 == 0:
+            check_time()
         row, cost = _row_and_cost(entry)  # its JSON and a comma
         if cost > budget:
             return False
@@ -188,23 +206,40 @@ def list_files(
 
     hide = walk_filter(rules, gitignore)  # rules.hidden(), then gitignore.ignored()
 
+    def prepare(folder: str, names: list[str]) -> None:  # once per folder
+        check_time()
+        if hide is not None:
+            hide.prepare(folder, names)
+
+    judged = 0
+
+    def hide_in_time(rel: str, is_dir: bool) -> bool:  # hidden entries are never accepted
+        nonlocal judged
+        judged += 1
+        if judged % 1024 == 0:
+            check_time()
+        return hide is not None and hide(rel, is_dir)
+
     if rules is not None:
         rules.check_read(params.path, _lexical(params.path))  # before the file system: no probing
         rules.check_read(params.path, sandbox.resolve(params.path))
-    _, truncated = sandbox.list_dir(
-        params.path,
-        recursive=params.recursive,
-        max_entries=params.max_entries,
-        accept=accept,
-        hide=hide,
-        prepare=None if hide is None else hide.prepare,
-        collect=False,  # the rows are in `rows`
-        # A link to a secret is listed as one leading outside: neither its type nor its size, nor
-        # whether it exists (a link to a hidden path that does not exist dangles, so looks the same).
-        hidden_target=None
-        if rules is None
-        else rules.hidden_either,  # rules.hidden(rel) or rules.hidden(rel, is_dir=True)
-    )
+    try:
+        _, truncated = sandbox.list_dir(
+            params.path,
+            recursive=params.recursive,
+            max_entries=params.max_entries,
+            accept=accept,
+            hide=None if hide is None else hide_in_time,
+            prepare=prepare,
+            collect=False,  # the rows are in `rows`
+            # A link to a secret is listed as one leading outside: neither its type nor its size, nor
+            # whether it exists (a link to a hidden path that does not exist dangles, so looks the same).
+            hidden_target=None
+            if rules is None
+            else rules.hidden_either,  # rules.hidden(rel) or rules.hidden(rel, is_dir=True)
+        )
+    except _OutOfTime:
+        return {"files": rows, "truncated": True, "timed_out": True}
     return {"files": rows, "truncated": truncated}
 
 

@@ -114,7 +114,11 @@ class ListFilesResult(Result):
         "(null for folders); links have is_symlink, and target_outside when they leave the workspace."
     )
     truncated: bool = Field(
-        default=False, description="The listing stopped before the end (max_entries or the answer size)."
+        default=False,
+        description="The listing stopped before the end (max_entries, the answer size or the time limit).",
+    )
+    timed_out: bool = Field(
+        default=False, description="The time limit (20 s) stopped the listing (then truncated too)."
     )
 
 
