@@ -56,6 +56,26 @@ SHUTDOWN_TIMEOUT_S = 5.0
 SHUTDOWN_REASON = "the hub is shutting down"
 
 
+class OneLineFrameErrors(logging.Filter):
+    """uvicorn logs a whole traceback for each text frame that is not UTF-8 (then closes with
+    1007): any client could fill the hub's log with them. One line each is enough."""
+
+    MESSAGE = "Invalid UTF-8 sequence received from client."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == self.MESSAGE and record.exc_info:
+            record.exc_info, record.exc_text = None, None
+            record.msg = "a client sent a text frame that is not UTF-8; its connection is closed (1007)"
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def _quiet_frame_errors() -> None:
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, OneLineFrameErrors) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(OneLineFrameErrors())
+
+
 class LlmTools(NamedTuple):
     """One workspace's tools for the host's own tool-calling loop: ``tools, execute = ...``."""
 
@@ -94,6 +114,7 @@ class WorkspaceHub:
                 "authorize_client and api_auth (your application's own checks for clients and REST)"
             )
         self.settings = settings
+        _quiet_frame_errors()
         self.registry = Registry()
         #: A model given by the caller stays the caller's to close; one made here is closed by aclose.
         self._owns_model = model is None

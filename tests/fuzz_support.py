@@ -285,18 +285,16 @@ class ErrorLog(logging.Handler):
             self.records.append(record)
 
     def take(self) -> list[str]:
-        """The records since the last take, but uvicorn's own line for a text frame that is not UTF-8
-        (it logs a traceback at ERROR, then closes with 1007 as it should: nothing of ours)."""
+        """The records since the last take. (uvicorn's traceback for a text frame that is not
+        UTF-8 is one WARNING line now: hub.component.OneLineFrameErrors.)"""
         taken = [
             f"{r.name}: {r.getMessage()}" + (f" ({r.exc_info[1]!r})" if r.exc_info else "")
             for r in self.records
-            if not (r.name == "uvicorn.error" and r.getMessage() == UVICORN_BAD_UTF8)
         ]
         self.records.clear()
         return taken
 
 
-UVICORN_BAD_UTF8 = "Invalid UTF-8 sequence received from client."
 WATCHED_LOGGERS = ("uvicorn.error", "uvicorn", "asyncio", "aihub.hub", "aihub.client", "jsonrpcserver")
 
 

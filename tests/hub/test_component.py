@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
+import sys
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -36,6 +38,7 @@ from hub import (
     WorkspaceNotFound,
 )
 from hub.app import create_app
+from hub.component import OneLineFrameErrors
 from hub.registry import Workspace
 from schemas.errors import ErrorCode
 from schemas.framing import Framing
@@ -396,3 +399,18 @@ def test_the_package_exports_the_component_and_its_errors() -> None:
     assert hub_package.WorkspaceHub is WorkspaceHub
     for name in hub_package.__all__:
         assert getattr(hub_package, name) is not None
+
+
+def test_uvicorns_traceback_for_a_frame_that_is_not_utf8_becomes_one_warning_line(tmp_path: Path) -> None:
+    WorkspaceHub(HubSettings(home=tmp_path, token="t"))  # installs the filter (once)
+    WorkspaceHub(HubSettings(home=tmp_path, token="t"))
+    logger = logging.getLogger("uvicorn.error")
+    assert sum(isinstance(f, OneLineFrameErrors) for f in logger.filters) == 1
+    try:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+    except UnicodeDecodeError:
+        record = logger.makeRecord(
+            "uvicorn.error", logging.ERROR, __file__, 1, OneLineFrameErrors.MESSAGE, (), sys.exc_info()
+        )
+    assert logger.filter(record)
+    assert record.exc_info is None and record.levelno == logging.WARNING and "1007" in record.getMessage()
