@@ -479,7 +479,11 @@ class IgnoreSpec:
                 continue
             folder = found.groupdict().get("ps_d")  # matched as a folder (pathspec's mark)
             rank = 1 if folder else 2
-            if (hides and folder) or rank >= priority:
+            if hides and folder:
+                # A folder above it is hidden: the path is, whatever came before, and what hid the
+                # path itself keeps its rank (a later `!folder/` must not bring back `folder/.env`).
+                decided, priority = True, max(priority, rank)
+            elif rank >= priority:
                 decided, priority = hides, rank
         return decided
 

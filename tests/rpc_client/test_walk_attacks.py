@@ -29,7 +29,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rpc_client import files, search
-from rpc_client.ignore import DEFAULT_PATTERNS, GitIgnore, IgnoreRules, project_gitignore, walk_filter
+from rpc_client.ignore import (
+    DEFAULT_PATTERNS,
+    GitIgnore,
+    IgnoreRules,
+    IgnoreSpec,
+    project_gitignore,
+    walk_filter,
+)
 from rpc_client.sandbox import Sandbox
 from schemas.errors import ErrorCode, RpcError
 from schemas.tools import ListFilesParams, SearchFilesParams
@@ -256,3 +263,62 @@ def test_a_later_folder_line_is_not_undone_by_an_earlier_bang_line() -> None:
     assert not rules.hidden("other.txt")
     gitignore = _fake({".gitignore": "!*\nbuild\n"})
     assert gitignore.ignored("build", True) and gitignore.ignored("build", False)
+
+
+@pytest.mark.parametrize(
+    ("lines", "secret"),
+    [
+        (["*/", "!src/"], "src/.env"),  # the allow-list idiom: every folder hidden but src/
+        (["deploy/*/", "!deploy/public/"], "deploy/public/server.pem"),
+        (["deploy/*/", "!deploy/public/"], "deploy/public/id_rsa"),
+        (["build/", "!build/"], "build/.env"),
+    ],
+)
+def test_a_later_bang_folder_line_does_not_bring_back_a_secret_inside_it(
+    tmp_path: Path, lines: list[str], secret: str
+) -> None:
+    """A folder brought back by `!folder/` shows its ordinary files, never its secrets: the secret
+    patterns hide the file itself, which a line about a folder above it cannot undo (nor git)."""
+    root = tmp_path / "root"
+    (root / secret).parent.mkdir(parents=True)
+    (root / secret).write_text("SECRET=1\n")
+    (root / secret).with_name("ordinary.txt").write_text("SECRET=0 (not a secret)\n")
+    (root / ".aihubignore").write_text("\n".join(lines) + "\n")
+    rules = IgnoreRules.load(root)
+    assert rules.hidden(secret) and rules.hidden_either(secret)
+    assert not rules.hidden(str(Path(secret).with_name("ordinary.txt")))  # the `!` line works
+    with pytest.raises(RpcError) as refused:
+        rules.check_read(secret, secret)
+    assert refused.value.code == ErrorCode.DENIED
+    with Sandbox(root) as sandbox:
+        listed = files.list_files(sandbox, ListFilesParams(path=".", recursive=True), rules=rules)
+        found = search.search_files(
+            sandbox, SearchFilesParams(pattern="SECRET"), max_file_bytes=1 << 20,
+            max_answer_bytes=1 << 20, seconds=10, rules=rules,
+        )  # fmt: skip
+    assert secret not in {row["path"] for row in listed["files"]}
+    assert all(not m.startswith(secret + ":") for m in found["matches"])
+    assert any(m.startswith(str(Path(secret).with_name("ordinary.txt"))) for m in found["matches"])
+    assert (root / secret, False) in set(rules.masked(root))  # confined commands cannot cat it either
+
+
+_LINES = ["*/", "!src/", ".env", "*.pem", "build/", "!build/", "deploy/*/", "!deploy/public/", "secret/",
+          "!secret/ok.txt", "!*", "!**", "*", "**/x", "a/**", "!a/**", "!.env", "src/", "!src/*", "*.key",
+          "!*.key", "docs/", "!docs/", "**/node_modules/", "!**/keep/", "/top", "!/top", "x/y/", "!x/",
+          "*.txt", "!keep.txt", "a/*/c", "!a/b/", "**/b", "!**/b/"]  # fmt: skip
+_PATHS = ["src/.env", "src/main.py", ".env", "a/.env", "build/.env", "build/out.o", "deploy/public/server.pem",
+          "secret/ok.txt", "secret/.env", "a/b/c", "a/b", "x/y/z", "x/y/.env", "top", "top/.env", "keep.txt",
+          "docs/a.txt", "node_modules/k/keep/z", "b/.env", "a/b/c/.env", "id.key", "z/id.key", "src/x/server.pem"]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.sampled_from(_LINES), min_size=1, max_size=7, unique=True))
+def test_the_rules_hide_at_least_what_pathspec_hides(lines: list[str]) -> None:
+    """Our lines' decision (RE2, in order) may hide more than pathspec's GitIgnoreSpec (as git does,
+    nothing comes back from a hidden folder) but never less: no path it hides is shown."""
+    import pathspec
+
+    reference = pathspec.GitIgnoreSpec.from_lines(lines)
+    ours = IgnoreSpec(lines)
+    shown = [p for p in _PATHS if reference.match_file(p) and not ours.match(p)]
+    assert shown == [], (lines, shown)
