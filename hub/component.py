@@ -305,8 +305,10 @@ class WorkspaceHub:
         Raises :class:`~hub.errors.WorkspaceNotFound`, :class:`~hub.errors.AmbiguousName`,
         :class:`~hub.errors.UnknownTool`, :class:`~hub.errors.InvalidParams`,
         :class:`~hub.errors.ToolError` (the client's error answer, partial data kept),
-        :class:`~hub.errors.CallTimeout`, :class:`~hub.errors.WorkspaceGone`,
-        :class:`~hub.errors.WorkspaceBusy` or :class:`~hub.errors.KeyInFlight`, all
+        :class:`~hub.errors.CallTimeout`, :class:`~hub.errors.WorkspaceGone` (and its
+        :class:`~hub.errors.HubShuttingDown`), :class:`~hub.errors.WorkspaceBusy`,
+        :class:`~hub.errors.KeyInFlight`, :class:`~hub.errors.KeyUnsupported` or
+        :class:`~hub.errors.RequestTooLarge`, all
         :class:`~hub.errors.WorkspaceError`. Cancelling the caller withdraws the request
         (unless it has an idempotency key).
         """

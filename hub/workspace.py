@@ -173,6 +173,8 @@ def build_router(
         resumed = workspace is not None
         if workspace is not None:
             await workspace.reattach(send, close_socket)
+            if registry.draining:  # the drain began while it reattached: it takes no new call
+                workspace.refusing = workspace.refusing or SHUTTING_DOWN
             log.info("workspace %s (%r) reconnected", workspace.id, workspace.name)
         else:
             workspace = Workspace(
