@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
 import time
+from types import FrameType
 
 import uvicorn
 
@@ -45,12 +47,18 @@ class DrainingServer(uvicorn.Server):
     HTTP requests still running: a REST call waiting for its client's answer would
     lose it. Here the listening sockets close first, then the hub drains
     (:meth:`hub.WorkspaceHub.drain`: calls in flight are answered, new ones get 503),
-    then uvicorn's shutdown runs. A second Ctrl-C ends the drain at once.
+    then uvicorn's shutdown runs. A second Ctrl-C or SIGTERM ends the drain at once.
     """
 
     def __init__(self, config: uvicorn.Config, hub: WorkspaceHub, drain_timeout: float) -> None:
         super().__init__(config)
         self.hub, self.drain_timeout = hub, drain_timeout
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # uvicorn forces an exit on a second SIGINT only; `kill` twice means the same.
+        if self.should_exit and sig == signal.SIGTERM:
+            self.force_exit = True
+        super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:

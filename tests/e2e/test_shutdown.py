@@ -174,3 +174,27 @@ def test_a_frozen_client_is_noticed_by_the_hubs_pings_and_resumes_when_it_thaws(
         assert answer.json()["status"] == "success"
     finally:
         hub.stop()
+
+
+def test_a_second_sigterm_ends_the_drain_at_once(
+    tmp_path: Path, project: Path, start_client: Callable[..., Client]
+) -> None:
+    hub = make_hub(tmp_path, "--drain-timeout", "60")
+    try:
+        start_client(hub, project, "--dangerous", "deny", name="impatient")
+        wid = hub.workspace_id("impatient")
+        outcome, worker = in_thread(lambda: command_call(hub, wid, "touch started; sleep 60"))
+        wait_until(lambda: (project / "started").exists(), what="the command to start")
+        assert hub.process is not None
+        hub.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: refused(hub), what="the hub to start draining")
+        time.sleep(0.5)
+        assert hub.process.poll() is None  # draining: it would wait up to 60 s
+        stopped = time.monotonic()
+        hub.process.send_signal(signal.SIGTERM)  # `kill` again: stop now
+        hub.process.wait(15)
+        assert time.monotonic() - stopped < 10
+        worker.join(30)
+        assert outcome.get("status") == 503 or "error" in outcome, outcome
+    finally:
+        hub.stop()
