@@ -338,15 +338,20 @@ def _read_whole(fd: int, shown: str, size: int, max_bytes: int) -> bytes:
         first = os.read(fd, want)
         if len(first) == size < want:
             return first  # all it held, and not a byte more: its end
-        chunks, total = [first], len(first)
-        while total <= max_bytes:
-            chunk = os.read(fd, min(max_bytes + 1 - total, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
+        return _read_on(fd, first, shown, max_bytes)
     except OSError as exc:
         raise _os_error(exc, shown) from None
+
+
+def _read_on(fd: int, first: bytes, shown: str, max_bytes: int) -> bytes:
+    """``first`` and the rest of the file open on ``fd``, to its end; TOO_LARGE past ``max_bytes``."""
+    chunks, total = [first], len(first)
+    while total <= max_bytes:
+        chunk = os.read(fd, min(max_bytes + 1 - total, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
     if total > max_bytes:
         raise Sandbox._too_large(shown, None, max_bytes)
     return b"".join(chunks)
@@ -425,16 +430,7 @@ class WalkedFile:
                 return None
             if len(first) < want:
                 return first  # a short read of a regular file: its end
-            chunks, total = [first], len(first)
-            while total <= max_bytes:
-                chunk = os.read(fd, min(max_bytes + 1 - total, 1 << 20))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                total += len(chunk)
-            if total > max_bytes:
-                raise Sandbox._too_large(self.path, None, max_bytes)
-            return b"".join(chunks)
+            return _read_on(fd, first, self.path, max_bytes)
         except OSError as exc:
             raise _os_error(exc, self.path) from None
         finally:
