@@ -12,8 +12,7 @@ history the model is sent again each time).
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
+import asyncio
 import sys
 import tempfile
 import time
@@ -21,18 +20,21 @@ from pathlib import Path
 
 import httpx2
 
-from benchmarks.processes import free_port, start_client
+from benchmarks.processes import (
+    cpu_seconds,
+    free_port,
+    start_client,
+    start_hub,
+    stop,
+    wait_connected,
+    wait_healthy,
+)
 from tests.scripted_llm import Call, Reply, ScriptedLLM
 
 TOKEN = "bench-chat-token-0123456789"  # noqa: S105 - a throwaway token for a loopback-only run
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def main(turns: int) -> int:
+async def main(turns: int) -> int:
     llm = ScriptedLLM().start()
     scratch = Path(tempfile.mkdtemp(prefix="aihub-chat-bench-"))
     project, home = scratch / "project", scratch / "home"
@@ -40,53 +42,43 @@ def main(turns: int) -> int:
     home.mkdir()
     (project / "small.py").write_text("print('hello')\n" * 10)
     port = free_port()
-    env = {**os.environ, "AIHUB_HOME": str(home), "AIHUB_TOKEN": TOKEN}
-    hub = subprocess.Popen(
-        [sys.executable, "-m", "hub.cli", "serve", "--port", str(port), "--log-level", "warning",
-         "--llm-base-url", llm.base_url, "--llm-model", "scripted"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = start_client(f"ws://127.0.0.1:{port}/ws/workspace", project, "bench", env)
-    http = httpx2.Client(
-        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
-    )
+    env = {"AIHUB_HOME": str(home), "AIHUB_TOKEN": TOKEN}
+    hub = start_hub(port, env, "--llm-base-url", llm.base_url, "--llm-model", "scripted")
+    client = None
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if any(w["name"] == "bench" for w in http.get("/api/workspaces").json()):
-                    break
-            except httpx2.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the client did not connect")
-            time.sleep(0.05)
+        async with httpx2.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+        ) as http:
+            await wait_healthy(http)
+            client = start_client(f"ws://127.0.0.1:{port}/ws/workspace", project, "bench", env)
+            await wait_connected(http, "bench")
 
-        def turn(conversation: str | None = None) -> str:
-            llm.add(Reply(calls=[Call("read_files", {"files": ["small.py"]})]), Reply(content="done"))
-            body = {"message": "read small.py"} | ({"conversation_id": conversation} if conversation else {})
-            answer = http.post("/api/workspaces/bench/chat", json=body)
-            if answer.status_code != 200:
-                raise RuntimeError(f"chat turn failed: {answer.status_code} {answer.text[:300]}")
-            return str(answer.json()["conversation_id"])
+            async def turn(conversation: str | None = None) -> str:
+                llm.add(Reply(calls=[Call("read_files", {"files": ["small.py"]})]), Reply(content="done"))
+                body = {"message": "read small.py"} | (
+                    {"conversation_id": conversation} if conversation else {}
+                )
+                answer = await http.post("/api/workspaces/bench/chat", json=body)
+                if answer.status_code != 200:
+                    raise RuntimeError(f"chat turn failed: {answer.status_code} {answer.text[:300]}")
+                return str(answer.json()["conversation_id"])
 
-        for _ in range(5):
-            turn()
-        for label, conversation in (
-            ("a new conversation each turn", None),
-            ("one conversation growing", turn()),
-        ):
-            before, started = cpu_seconds(hub.pid), time.perf_counter()
-            for _ in range(turns):
-                turn(conversation)
-            per_turn = (cpu_seconds(hub.pid) - before) / turns * 1000
-            wall = (time.perf_counter() - started) / turns * 1000
-            print(f"{label:<32} hub CPU {per_turn:6.2f} ms/turn, wall {wall:6.1f} ms/turn ({turns} turns)")
+            for _ in range(5):
+                await turn()
+            for label, conversation in (
+                ("a new conversation each turn", None),
+                ("one conversation growing", await turn()),
+            ):
+                before, started = cpu_seconds(hub.pid), time.perf_counter()
+                for _ in range(turns):
+                    await turn(conversation)
+                per_turn = (cpu_seconds(hub.pid) - before) / turns * 1000
+                wall = (time.perf_counter() - started) / turns * 1000
+                print(
+                    f"{label:<32} hub CPU {per_turn:6.2f} ms/turn, wall {wall:6.1f} ms/turn ({turns} turns)"
+                )
     finally:
-        http.close()
-        for process in (client, hub):
-            process.terminate()
-            process.wait(10)
+        await stop([client, hub])
         llm.stop()
     return 0
 
@@ -94,4 +86,4 @@ def main(turns: int) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m benchmarks.chat_turns")
     parser.add_argument("-n", type=int, default=100, help="turns per figure (default 100)")
-    sys.exit(main(parser.parse_args().n))
+    sys.exit(asyncio.run(main(parser.parse_args().n)))

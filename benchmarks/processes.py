@@ -27,6 +27,12 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far, user and system (Linux): steadier than wall time on a shared machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_hub(port: int, env: Mapping[str, str], *flags: str) -> subprocess.Popen[bytes]:
     """``aihub serve`` on 127.0.0.1:``port``, quiet."""
     return subprocess.Popen(
