@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import socket
@@ -207,9 +208,12 @@ def serve(args: argparse.Namespace) -> int:
     if not args.call_timeout > 0 or args.max_workspaces < 1:
         print("aihub: --call-timeout must be over 0 and --max-workspaces at least 1", file=sys.stderr)
         return 2
-    if not (args.ping_interval > 0 and args.ping_timeout > 0 and args.drain_timeout >= 0):
+    timings = (args.ping_interval, args.ping_timeout, args.drain_timeout)
+    if not (args.ping_interval > 0 and args.ping_timeout > 0 and args.drain_timeout >= 0) or not all(
+        math.isfinite(t) for t in timings
+    ):
         print(
-            "aihub: --ping-interval and --ping-timeout must be over 0, --drain-timeout 0 or more",
+            "aihub: --ping-interval and --ping-timeout must be over 0, --drain-timeout 0 or more (finite seconds)",
             file=sys.stderr,
         )
         return 2
