@@ -45,6 +45,7 @@ from hub.app import create_app
 from hub.component import WorkspaceHub
 from hub.registry import Workspace
 from hub.settings import HubSettings
+from schemas.memory import keep_large_buffers
 
 TOKEN = "bench-token"  # noqa: S105 - a throwaway token for a loopback-only run
 RESULTS = Path("bench/results.json")
@@ -533,7 +534,9 @@ if __name__ == "__main__":
     parser.add_argument("-n", type=int, default=2000, help="round trips per latency figure (default 2000)")
     parser.add_argument("--quick", action="store_true", help="small trees and files (the smoke test)")
     parser.add_argument("--only", nargs="+", choices=FIGURES, help="run only these figures")
-    # The hub timed here runs on the loop `aihub serve` runs on (uvicorn picks uvloop when installed).
+    # The hub timed here runs on the loop and the allocator settings `aihub serve` runs with
+    # (uvicorn picks uvloop when installed).
+    keep_large_buffers()
     try:
         import uvloop
     except ImportError:

@@ -24,6 +24,7 @@ from hub.auth import ClientTokens, load_or_create_token
 from hub.component import WorkspaceHub
 from hub.llm.factory import ModelConfig, ModelConfigError, model_config
 from hub.settings import HubSettings
+from schemas.memory import keep_large_buffers
 from schemas.protocol import aihub_home
 
 
@@ -223,6 +224,7 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    keep_large_buffers()
     home = aihub_home()
     try:
         token, source = load_or_create_token(home)

@@ -35,6 +35,7 @@ from rpc_client.state import project_state_dir
 from rpc_client.terminal import printable
 from rpc_client.transport import HubTarget, is_loopback, run_until_stopped
 from schemas.errors import RpcError
+from schemas.memory import keep_large_buffers
 from schemas.protocol import TOKEN_FILE, aihub_home
 
 DEFAULT_HUB = "ws://127.0.0.1:8765/ws/workspace"
@@ -233,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # websockets' debug log prints the handshake's headers, the bearer token among them.
     logging.getLogger("websockets").setLevel(logging.INFO)
+    keep_large_buffers()
+
     try:
         token = find_token(args.token)
         tls = tls_context(args.hub, args.ca_file, args.insecure)

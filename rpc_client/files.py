@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +39,7 @@ from typing import Any
 from rpc_client.checkpoints import Checkpoints
 from rpc_client.ignore import IgnoreRules, project_gitignore, walk_filter
 from rpc_client.ignore import lexical_path as _lexical
-from rpc_client.sandbox import Entry, Sandbox, SandboxError
+from rpc_client.sandbox import Entry, FileReader, Sandbox, SandboxError
 from schemas.errors import ErrorCode, RpcError
 from schemas.tools import EditFileParams, ListFilesParams, ReadFilesParams, WriteFileParams
 
@@ -98,16 +99,18 @@ _LONG_ESCAPES = bytes(c for c in range(0x20) if c not in _SHORT_ESCAPES)
 _ESCAPES = _SHORT_ESCAPES + _LONG_ESCAPES
 
 
-def _content_size(content: str, data: bytes) -> int:
+def _content_size(content: str, data: bytes, newlines: int | None = None) -> int:
     """``_json_size(content)`` for the text ``content`` decoded (strictly) from the UTF-8 ``data``.
 
     Counted on the bytes instead of encoding the text twice (a page of a large file is
     megabytes): JSON keeps each character as it is but the ones it escapes, all of them
-    ASCII, so one byte each in ``data``.
+    ASCII, so one byte each in ``data``. ``newlines``, the exact number of newlines in ``data``
+    when the caller knows it, saves counting them.
     """
     if len(data) < 4096:
         return _text_cost(content)  # small: as fast either way (what _json_size says of a string)
-    newlines = data.count(b"\n")
+    if newlines is None:
+        newlines = data.count(b"\n")
     escaped = len(data) - len(data.translate(None, _ESCAPES))
     if escaped == newlines:  # the usual text: newlines are all it escapes
         return len(data) + 2 + newlines
@@ -266,6 +269,14 @@ def _too_large_hint(exc: RpcError) -> RpcError:
     return RpcError(exc.code, f"{exc.message}; read it in pages of lines with offset and limit", exc.data)
 
 
+def _too_many_lines(path: str, budget: int) -> RpcError:
+    return RpcError(
+        ErrorCode.TOO_LARGE,
+        f"the lines asked of {path!r} do not fit in this answer (over {budget} bytes): ask fewer lines (a smaller "
+        "limit)",
+    )
+
+
 def _read_lines(
     sandbox: Sandbox,
     path: str,
@@ -283,34 +294,34 @@ def _read_lines(
     The file is streamed in chunks, so it may be far larger than a whole-file read
     allows (up to ``max_file_bytes``); only the lines asked for are kept, and more
     than ``budget`` bytes of them is TOO_LARGE. ``streamed`` is told the size of each chunk read.
+    A file paged before (and unchanged) is not streamed again: its index says which bytes
+    hold the lines asked, and only those are read (:func:`_indexed_page`).
     """
     last = None if count is None else first + count - 1
-    digest = hashlib.sha256()
-    picked: list[bytes] = []
-    kept = 0
-    line = 1  # the number of the line the next byte belongs to
-    tail_newline = True  # whether the bytes read so far end with a newline (none read: no open line)
     with sandbox.open_file(path, max_bytes=max_file_bytes, guard=guard) as reader:
         identity = reader.identity()
         known = _LINE_INDEX.get(identity)
+        if known is not None:
+            _LINE_INDEX.move_to_end(identity)
+            page = _indexed_page(reader, path, first, last, known, budget, streamed)
+            if page is not None:
+                return page, known[0], known[1]
+            del _LINE_INDEX[identity]  # it changed without its identity changing: read it afresh
+            reader.seek(0)
+        digest = hashlib.sha256()
+        picked: list[bytes] = []
+        kept = 0
+        line = 1  # the number of the line the next byte belongs to
+        tail_newline = True  # whether the bytes read so far end with a newline (none read: no open line)
         # (line, byte offset) at the start of each chunk: where a later page can start reading.
         index: list[tuple[int, int]] = []
-        if known is not None:  # paged before and unchanged: start near the first line, stop after the last
-            _LINE_INDEX.move_to_end(identity)
-            # The last chunk that starts inside a line before the first one wanted (a chunk may start
-            # in the middle of a line: reading on from there finds the next line start as usual).
-            line, offset = known[2][max(0, bisect.bisect_left(known[2], (first, -1)) - 1)]
-            reader.seek(offset)
-        offset = 0 if known is None else offset
+        offset = 0
         for chunk in reader.chunks():
             if streamed is not None:
                 streamed(len(chunk))
-            if known is None:
-                index.append((line, offset))
-                offset += len(chunk)
-                digest.update(chunk)
-            elif last is not None and line > last:
-                break
+            index.append((line, offset))
+            offset += len(chunk)
+            digest.update(chunk)
             tail_newline = chunk.endswith(b"\n")
             pos, size = 0, len(chunk)
             if line < first:
@@ -318,32 +329,21 @@ def _read_lines(
                 if line + newlines < first:
                     line += newlines
                     continue
-                while line < first:  # the first line wanted starts in this chunk
-                    pos = chunk.index(b"\n", pos) + 1
-                    line += 1
+                pos = _after_newlines(chunk, 0, first - line)  # the first line wanted starts in this chunk
+                line = first
             newlines = chunk.count(b"\n", pos)
             if last is not None and line > last:
                 line += newlines
                 continue
             end = size
-            if last is not None and line + newlines > last:
-                end = pos
-                while line <= last:  # the last line wanted ends in this chunk
-                    end = chunk.index(b"\n", end) + 1
-                    line += 1
-                line += chunk.count(b"\n", end)
-            else:
-                line += newlines
+            if last is not None and line + newlines > last:  # the last line wanted ends in this chunk
+                end = _after_newlines(chunk, pos, last - line + 1)
+            line += newlines
+
             kept += end - pos
             if kept > budget:
-                raise RpcError(
-                    ErrorCode.TOO_LARGE,
-                    f"the lines asked of {path!r} do not fit in this answer (over {budget} bytes): ask fewer "
-                    "lines (a smaller limit)",
-                )
+                raise _too_many_lines(path, budget)
             picked.append(chunk[pos:end])
-    if known is not None:
-        return b"".join(picked), known[0], known[1]
     total = line - 1 + (0 if tail_newline else 1)
     _LINE_INDEX[identity] = (digest.hexdigest(), total, index)
     while len(_LINE_INDEX) > LINE_INDEX_FILES:
@@ -351,15 +351,86 @@ def _read_lines(
     return b"".join(picked), digest.hexdigest(), total
 
 
+def _after_newlines(data: bytes, start: int, n: int, stop: int | None = None) -> int:
+    """The position just past the ``n``-th newline (``n`` >= 1) in ``data[start:stop]``; ValueError if fewer.
+
+    Halves the span by counting (C speed) while many newlines are left, then steps line by
+    line: a chunk of short lines holds a great many.
+    """
+    lo, hi = start, len(data) if stop is None else stop
+    while n > 16 and hi - lo > 4096:
+        mid = (lo + hi) // 2
+        newlines = data.count(b"\n", lo, mid)
+        if newlines >= n:
+            hi = mid
+        else:
+            n -= newlines
+            lo = mid
+    pos = lo
+    for _ in range(n):
+        pos = data.index(b"\n", pos, hi) + 1
+    return pos
+
+
+def _indexed_page(
+    reader: FileReader,
+    path: str,
+    first: int,
+    last: int | None,
+    known: tuple[str, int, list[tuple[int, int]]],
+    budget: int,
+    streamed: Callable[[int], None] | None,
+) -> bytes | None:
+    """Lines ``first`` to ``last`` of a file paged before, read in one go from where its index says they are.
+
+    None if the bytes no longer hold the lines the index says (the file changed without its
+    size or time changing): the caller reads it afresh.
+    """
+    _, total, index = known
+    if first > total or not index:
+        return b""
+    last = total if last is None else min(last, total)
+    if last < first:
+        return b""
+
+    # The chunk the first line starts in (the last one that starts before it), and the first
+    # chunk past the last line: between them, every byte asked for.
+    i = max(0, bisect.bisect_left(index, (first, -1)) - 1)
+    k = bisect.bisect_right(index, (last, sys.maxsize))
+    line, begin = index[i]
+    end = index[k][1] if k < len(index) else reader.size
+    if i + 1 < k - 1 and index[k - 1][1] - index[i + 1][1] > budget:  # the chunks between are all kept
+        raise _too_many_lines(path, budget)
+    data = reader.read_at(begin, end - begin)
+    if streamed is not None:
+        streamed(len(data))
+    if len(data) != end - begin:
+        return None
+    try:
+        # Line `first` starts at the latest where the next chunk does.
+        bound = index[i + 1][1] - begin if i + 1 < len(index) else None
+        start = 0 if first == line else _after_newlines(data, 0, first - line, bound)
+        stop = len(data)
+        if last < total:  # the last line asked ends with a newline in the last chunk read
+            tail_line, tail = index[k - 1]
+            stop = _after_newlines(data, max(start, tail - begin), last - max(tail_line, first) + 1)
+    except ValueError:
+        return None
+    if stop - start > budget:
+        raise _too_many_lines(path, budget)
+    return data[start:stop]
+
+
 #: Files paged recently: their digest, line count and where each 1 MiB chunk starts, keyed by
-#: (device, inode, size, mtime). Paging through a large file then reads only each page, not
-#: the whole file again for its digest. (A file rewritten within the same nanosecond to the
-#: same size would keep a stale digest: a later expected_sha256 would then conflict, never
-#: overwrite.)
+#: (device, inode, size, mtime, ctime). Paging through a large file then reads only each page,
+#: not the whole file again for its digest. (A file rewritten to the same size within the
+#: file system's time resolution would keep a stale digest: a later expected_sha256 would then
+#: conflict, never overwrite; a page whose bytes no longer hold the lines the index says is
+#: read afresh.)
 LINE_INDEX_FILES = 16
-_LINE_INDEX: collections.OrderedDict[tuple[int, int, int, int], tuple[str, int, list[tuple[int, int]]]] = (
-    collections.OrderedDict()
-)
+_LINE_INDEX: collections.OrderedDict[
+    tuple[int, int, int, int, int], tuple[str, int, list[tuple[int, int]]]
+] = collections.OrderedDict()
 
 
 def read_files(
@@ -425,8 +496,18 @@ def read_files(
                     raise _too_large_hint(exc) from None
                 digest, total = hashlib.sha256(data).hexdigest(), count_lines(data)
             content = _decode(path, data, params.encoding)
-            # base64 is ASCII that JSON does not escape.
-            encoded = len(content) + 2 if params.encoding == "base64" else _content_size(content, data)
+            if params.encoding == "base64":
+                encoded = len(content) + 2  # ASCII that JSON does not escape
+            else:
+                # The lines `data` holds are known: all of them, or the page's; each ends with a
+                # newline but a last line that has none.
+                first = params.offset or 1
+                last = total if params.limit is None else min(total, first + params.limit - 1)
+                lines = max(0, last - first + 1) if ranged else total
+
+                encoded = _content_size(
+                    content, data, lines - (1 if data and not data.endswith(b"\n") else 0)
+                )
             cost = encoded + _text_cost(key)  # `key` has no lone surrogate (_wire)
             if cost > budget:
                 hint = "ask fewer lines (a smaller limit)" if ranged else "read it in a call of its own"

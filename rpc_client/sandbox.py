@@ -386,14 +386,36 @@ class FileReader:
         """The whole content (what is left of it); TOO_LARGE past ``max_bytes``."""
         return b"".join(self.chunks())
 
-    def identity(self) -> tuple[int, int, int, int]:
-        """(device, inode, size, mtime in ns) now: what a cache of this file's digest is keyed by."""
+    def identity(self) -> tuple[int, int, int, int, int]:
+        """(device, inode, size, mtime and ctime in ns) now: what a cache of this file's digest is keyed by.
+
+        The ctime changes with every write and every ``utime``, and cannot be set back: a file
+        rewritten to the same size with its mtime put back is still told apart.
+        """
         st = os.fstat(self._fd)
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def seek(self, offset: int) -> None:
         """Go on reading from byte ``offset`` (``max_bytes`` then counts from there)."""
         os.lseek(self._fd, offset, os.SEEK_SET)
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        """``size`` bytes from byte ``offset`` in one buffer (fewer at the end of the file); TOO_LARGE when
+        ``size`` is over ``max_bytes``."""
+        if size > self.max_bytes:
+            raise Sandbox._too_large(self.path, None, self.max_bytes)
+        parts: list[bytes] = []
+        got = 0
+        try:
+            while got < size:
+                part = os.pread(self._fd, size - got, offset + got)
+                if not part:
+                    break
+                parts.append(part)
+                got += len(part)
+        except OSError as exc:
+            raise _os_error(exc, self.path) from None
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class WalkedFile:

@@ -425,6 +425,44 @@ def test_ranged_pages_answer_as_whole_reads(tmp_path: Path) -> None:
                 assert got["total_lines"]["big.txt"] == 30_000
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=st.lists(
+        st.sampled_from(["x" * 5000 + "\n", "\n", "tab\t\n", 'q"\\\n', "\x01é\n", "end"]), max_size=80
+    ),
+    offset=st.none() | st.integers(1, 90),
+    limit=st.none() | st.integers(1, 90),
+)
+def test_an_answer_fits_a_budget_of_exactly_its_json(
+    tmp_path: Path, lines: list[str], offset: int | None, limit: int | None
+) -> None:
+    """The newlines a page holds are worked out from its lines, not counted: its cost must still be exact."""
+    text = "".join(lines)
+    (tmp_path / "f.txt").write_text(text)
+    every = text.splitlines(keepends=True)
+    first = offset or 1
+    want = (
+        "".join(every[first - 1 : None if limit is None else first - 1 + limit]) if offset or limit else text
+    )
+    exact = files._json_size(want) + files._json_size("f.txt")
+    params = ReadFilesParams(files=["f.txt"], offset=offset, limit=limit)
+    content_size = files._content_size
+
+    def checked(content: str, data: bytes, newlines: int | None = None) -> int:
+        assert newlines == data.count(b"\n")
+        return content_size(content, data, newlines)
+
+    with Sandbox(tmp_path) as sandbox, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(files, "_content_size", checked)
+        for _ in range(2):  # a ranged read indexes the file the first time
+            assert (
+                files.read_files(sandbox, params, FileLimits(max_answer_bytes=exact))["files"]["f.txt"]
+                == want
+            )
+            with pytest.raises(RpcError):
+                files.read_files(sandbox, params, FileLimits(max_answer_bytes=exact - 1))
+
+
 def test_a_page_too_large_for_the_answer_is_refused_as_before(tmp_path: Path) -> None:
     (tmp_path / "big.txt").write_text("\x01\n" * 10_000)  # 20 kB that JSON writes as 70 kB
     with Sandbox(tmp_path) as sandbox:

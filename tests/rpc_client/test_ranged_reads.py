@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from rpc_client.dispatcher import ClientContext
 from rpc_client.files import FileLimits
 from rpc_client.policy import CommandPolicy, DangerousMode
 from rpc_client.sandbox import FileReader, Sandbox
-from schemas.errors import ErrorCode
+from schemas.errors import ErrorCode, RpcError
 from schemas.tools import ReadFilesParams
 from tests.rpc_client.helpers import NoApprover, call
 
@@ -157,27 +158,37 @@ async def test_base64_pages_are_the_bytes_of_those_lines(ctx: ClientContext, roo
     ),
     offset=st.integers(1, 30),
     limit=st.none() | st.integers(1, 30),
+    pages=st.lists(st.tuples(st.integers(1, 30), st.none() | st.integers(1, 30)), max_size=4),
     chunk=st.integers(1, 7),
 )
 def test_pages_read_in_any_chunking_are_the_lines_of_the_file(
-    tmp_path_factory: pytest.TempPathFactory, data: bytes, offset: int, limit: int | None, chunk: int
+    tmp_path_factory: pytest.TempPathFactory,
+    data: bytes,
+    offset: int,
+    limit: int | None,
+    pages: list[tuple[int, int | None]],
+    chunk: int,
 ) -> None:
+    """The first page streams the file (and indexes it); the later ones read only their bytes."""
     root = tmp_path_factory.mktemp("pages")
     (root / "f").write_bytes(data)
     lines = _lines(data)  # only "\n" ends a line (bytes.splitlines would split at "\r" too)
-    want = b"".join(lines[offset - 1 : None if limit is None else offset - 1 + limit])
     original = FileReader.chunks
+    files._LINE_INDEX.clear()
     try:  # every chunk boundary: a line split across chunks, a window starting or ending at one
         FileReader.chunks = lambda self, chunk_bytes=chunk: original(self, chunk)  # type: ignore[method-assign]
         with Sandbox(root) as sandbox:
-            got, digest, total = files._read_lines(
-                sandbox, "f", offset, limit, max_file_bytes=10_000, budget=10_000, guard=None
-            )
+            for first, count in [(offset, limit), *pages]:
+                want = b"".join(lines[first - 1 : None if count is None else first - 1 + count])
+                got, digest, total = files._read_lines(
+                    sandbox, "f", first, count, max_file_bytes=10_000, budget=10_000, guard=None
+                )
+                assert got == want, (first, count)
+                assert total == len(lines) == files.count_lines(data)
+                assert digest == hashlib.sha256(data).hexdigest()
+                assert len(files._LINE_INDEX) == 1
     finally:
         FileReader.chunks = original  # type: ignore[method-assign]
-    assert got == want
-    assert total == len(lines) == files.count_lines(data)
-    assert digest == hashlib.sha256(data).hexdigest()
 
 
 def _lines(data: bytes) -> list[bytes]:
@@ -220,3 +231,91 @@ def test_paging_a_large_file_twice_answers_the_same_from_the_line_index(tmp_path
     assert first[0][0] == "".join(lines[0:3]) and first[2][0] == "".join(lines[1498:1501])
     assert first[3][0] == "".join(lines[1500:1502]) and first[5][0] == ""
     assert first[0][2] == 3000
+
+
+@given(
+    data=st.lists(st.sampled_from([b"\n", b"a", b"bcd" * 50, b"\n" * 40]), max_size=400).map(b"".join),
+    start=st.integers(0, 20_000),
+    n=st.integers(1, 3_000),
+)
+def test_after_newlines_finds_the_nth_newline(data: bytes, start: int, n: int) -> None:
+    """The halving by counts (many newlines in a large span) lands where stepping line by line does."""
+    start = min(start, len(data))
+    positions = [i + 1 for i in range(start, len(data)) if data[i] == 10]
+    if len(positions) < n:
+        with pytest.raises(ValueError):
+            files._after_newlines(data, start, n)
+    else:
+        assert files._after_newlines(data, start, n) == positions[n - 1]
+
+
+def test_a_paged_file_changed_behind_the_index_is_read_afresh(tmp_path: Path) -> None:
+    """The same size and mtime, other lines: the ctime (which no one can set back) tells the file changed."""
+    root = tmp_path / "p"
+    root.mkdir()
+    big = root / "f.txt"
+    big.write_bytes(b"".join(b"%07d\n" % i for i in range(400_000)))  # 3.2 MB: chunks of 1 MiB
+    files._LINE_INDEX.clear()
+    with Sandbox(root) as sb:
+
+        def page(first: int, count: int) -> bytes:
+            return files._read_lines(
+                sb, "f.txt", first, count, max_file_bytes=1 << 30, budget=1 << 30, guard=None
+            )[0]
+
+        assert page(200_000, 2) == b"0199999\n0200000\n"
+        stat = big.stat()
+        # The same size and mtime, but every line now 7 characters longer and fewer of them.
+        big.write_bytes(b"".join(b"%014d\n" % i for i in range(200_000)) + b"\n" * 200_000)
+        os.utime(big, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert big.stat().st_size == stat.st_size
+        assert (
+            page(150_000, 2) == b"00000000149999\n00000000150000\n"
+        )  # the index would say line 150,000 is elsewhere
+        assert page(350_000, 1) == b"\n"
+
+
+def test_a_page_known_too_large_is_refused_before_its_bytes_are_read(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "f.txt").write_bytes(b"x" * 99 + b"\n" * 1 + (b"y" * 99 + b"\n") * 60_000)  # 6 MB
+    files._LINE_INDEX.clear()
+    read: list[int] = []
+    with Sandbox(root) as sb:
+        files._read_lines(sb, "f.txt", 1, 1, max_file_bytes=1 << 30, budget=1 << 30, guard=None)  # indexed
+        with pytest.raises(RpcError, match="do not fit"):
+            files._read_lines(
+                sb,
+                "f.txt",
+                2,
+                50_000,
+                max_file_bytes=1 << 30,
+                budget=1 << 20,
+                guard=None,
+                streamed=read.append,
+            )
+    assert read == []
+
+
+def test_a_page_whose_bytes_lost_their_lines_is_read_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where times are too coarse to tell a rewrite: the newlines the index expects are gone, so it streams."""
+    root = tmp_path / "p"
+    root.mkdir()
+    big = root / "f.txt"
+    big.write_bytes(b"".join(b"%07d\n" % i for i in range(400_000)))
+    monkeypatch.setattr(FileReader, "identity", lambda self: (0, 0, 0, 0, 0))
+    files._LINE_INDEX.clear()
+    with Sandbox(root) as sb:
+
+        def page(first: int, count: int) -> tuple[bytes, str, int]:
+            return files._read_lines(
+                sb, "f.txt", first, count, max_file_bytes=1 << 30, budget=1 << 30, guard=None
+            )
+
+        assert page(200_000, 1)[0] == b"0199999\n"
+        big.write_bytes(b"z" * (3_200_000 - 1) + b"\n")
+        data, digest, total = page(200_000, 1)
+    assert (data, total) == (b"", 1)
+    assert digest == hashlib.sha256(big.read_bytes()).hexdigest()
