@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -34,7 +35,7 @@ from tests.scripted_llm import Call, Reply, ScriptedLLM
 TOKEN = "bench-chat-token-0123456789"  # noqa: S105 - a throwaway token for a loopback-only run
 
 
-async def main(turns: int) -> int:
+async def main(turns: int, chunks: int = 0, stream: bool = False) -> int:
     llm = ScriptedLLM().start()
     scratch = Path(tempfile.mkdtemp(prefix="aihub-chat-bench-"))
     project, home = scratch / "project", scratch / "home"
@@ -53,15 +54,30 @@ async def main(turns: int) -> int:
             client = start_client(f"ws://127.0.0.1:{port}/ws/workspace", project, "bench", env)
             await wait_connected(http, "bench")
 
+            # The scripted model streams its answer 7 characters a chunk.
+            content = "done" if not chunks else ("word12 " * chunks)
+
             async def turn(conversation: str | None = None) -> str:
-                llm.add(Reply(calls=[Call("read_files", {"files": ["small.py"]})]), Reply(content="done"))
+                llm.add(Reply(calls=[Call("read_files", {"files": ["small.py"]})]), Reply(content=content))
                 body = {"message": "read small.py"} | (
                     {"conversation_id": conversation} if conversation else {}
                 )
-                answer = await http.post("/api/workspaces/bench/chat", json=body)
-                if answer.status_code != 200:
-                    raise RuntimeError(f"chat turn failed: {answer.status_code} {answer.text[:300]}")
-                return str(answer.json()["conversation_id"])
+                if not stream:
+                    answer = await http.post("/api/workspaces/bench/chat", json=body)
+                    if answer.status_code != 200:
+                        raise RuntimeError(f"chat turn failed: {answer.status_code} {answer.text[:300]}")
+                    return str(answer.json()["conversation_id"])
+                headers = {"Accept": "text/event-stream"}
+                async with http.stream(
+                    "POST", "/api/workspaces/bench/chat", json=body, headers=headers
+                ) as events:
+                    if events.status_code != 200:
+                        raise RuntimeError(f"chat turn failed: {events.status_code}")
+                    text = "".join([piece async for piece in events.aiter_text()])
+                if "event: done" not in text:
+                    raise RuntimeError(f"the turn's stream did not end with done: {text[-300:]}")
+                start = json.loads(text.split("data: ", 1)[1].split("\n", 1)[0])  # the `start` event
+                return str(start["conversation_id"])
 
             for _ in range(5):
                 await turn()
@@ -86,4 +102,9 @@ async def main(turns: int) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m benchmarks.chat_turns")
     parser.add_argument("-n", type=int, default=100, help="turns per figure (default 100)")
-    sys.exit(asyncio.run(main(parser.parse_args().n)))
+    parser.add_argument(
+        "--chunks", type=int, default=0, help="chunks of text in the model's answer (default: one)"
+    )
+    parser.add_argument("--stream", action="store_true", help="ask for the turn's events as a stream (SSE)")
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(args.n, args.chunks, args.stream)))

@@ -106,7 +106,7 @@ class EventQueue:
 
     def __init__(self, max_output: int = MAX_QUEUED_OUTPUT_CHARS) -> None:
         self.max_output = max_output
-        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
         self._output = 0
         #: tool_call_id -> (stream, characters dropped)
         self._dropped: dict[Any, tuple[str, int]] = {}
@@ -136,11 +136,17 @@ class EventQueue:
             self._output -= len(str(data.get("data", "")))
         return event
 
-    async def get(self) -> tuple[str, dict[str, Any]]:
-        return self._taken(await self._queue.get())
+    def close(self) -> None:
+        """No event after this one: :meth:`get` answers None once those put before are taken."""
+        self._queue.put_nowait(None)
 
-    def get_nowait(self) -> tuple[str, dict[str, Any]]:
-        return self._taken(self._queue.get_nowait())
+    async def get(self) -> tuple[str, dict[str, Any]] | None:
+        event = await self._queue.get()
+        return None if event is None else self._taken(event)
+
+    def get_nowait(self) -> tuple[str, dict[str, Any]] | None:
+        event = self._queue.get_nowait()
+        return None if event is None else self._taken(event)
 
     def empty(self) -> bool:
         return self._queue.empty()
@@ -354,20 +360,20 @@ async def _stream(
         "start", {"conversation_id": conversation_id, "turn": recorder.turn, "model": turn.model.name}
     )
     finished = asyncio.ensure_future(service.finish(turn, recorder, task))
-    getter: asyncio.Future[tuple[str, dict[str, Any]]] | None = None
+    finished.add_done_callback(lambda _: events.close())  # after every event the turn put
     try:
-        while True:
-            getter = asyncio.ensure_future(events.get())
-            await asyncio.wait({getter, finished}, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                name, data = getter.result()
-                yield _event(name, data)
-                continue
-            getter.cancel()
+        ended = False
+        while not ended and (event := await events.get()) is not None:
+            # The events already waiting go out in the same write (a model's chunks often
+            # come several to a read).
+            written = [_event(*event)]
             while not events.empty():
-                name, data = events.get_nowait()
-                yield _event(name, data)
-            break
+                waiting = events.get_nowait()
+                if waiting is None:
+                    ended = True
+                    break
+                written.append(_event(*waiting))
+            yield "".join(written)
         try:
             result = finished.result()
         except ModelError as exc:
@@ -377,8 +383,6 @@ async def _stream(
             return
         yield _event("done", turn_answer(conversation_id, result))
     finally:
-        if getter is not None:
-            getter.cancel()
         if not finished.done():
             finished.cancel()
             with contextlib.suppress(BaseException):

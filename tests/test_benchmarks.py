@@ -38,9 +38,10 @@ def test_the_benchmark_runs_every_figure_and_writes_its_results(tmp_path: Path) 
 
 
 @pytest.mark.e2e
-def test_the_chat_turn_benchmark_runs() -> None:
+@pytest.mark.parametrize("options", [[], ["--chunks", "20", "--stream"]])
+def test_the_chat_turn_benchmark_runs(options: list[str]) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.chat_turns", "-n", "3"],
+        [sys.executable, "-m", "benchmarks.chat_turns", "-n", "3", *options],
         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -19,10 +19,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion
 
 from hub.llm.model import Message, ModelError, ModelTurn, TextDelta, ToolCall, Usage
-from schemas.framing import dump_json
+from schemas.framing import dump_json, dump_json_bytes
 
 log = logging.getLogger("aihub.llm")
 
@@ -59,8 +59,27 @@ def _text(value: Any) -> str:
 
 def _usage(reported: Any) -> Usage | None:
     """The usage an endpoint reported; None (the loop then estimates) when it reports only zeros or nulls."""
-    usage = Usage(int(reported.prompt_tokens or 0), int(reported.completion_tokens or 0))
+    fields = _object(reported, "usage")
+    usage = Usage(int(fields.get("prompt_tokens") or 0), int(fields.get("completion_tokens") or 0))
     return usage if usage.total_tokens > 0 else None
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    """A part of a stream chunk that must be a JSON object (null: an empty one)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} is not an object: {value!r:.100}")
+    return value
+
+
+def _array(value: Any, what: str) -> list[Any]:
+    """A part of a stream chunk that must be a JSON array (null: an empty one)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise TypeError(f"{what} is not an array: {value!r:.100}")
+    return value
 
 
 def shown_url(url: str) -> str:
@@ -146,23 +165,31 @@ class OpenAIModel:
                 self.usage_in_stream = False
         return await self._post(request)
 
-    async def _post(self, body: dict[str, Any]) -> openai.AsyncStream[ChatCompletionChunk]:
-        """``chat.completions.create(stream=True, **body)`` without its request transform.
+    async def _post(self, body: dict[str, Any]) -> openai.AsyncStream[object]:
+        """``chat.completions.create(stream=True, **body)`` without its request transform,
+        each chunk as the JSON it came as.
 
         ``create`` walks every message of the body against the SDK's TypedDicts
         (``async_maybe_transform``) to rename and reformat fields; our messages are plain
         JSON already, so that walk changes nothing, yet it was 79 % of the hub's CPU in a
         chat turn and grew with the history (85 ms a turn at 400 messages). ``client.post``
         is the SDK's documented way to a route as it is: same retries, timeout, errors
-        and stream parsing.
+        and stream parsing. Chunks typed ``object`` are handed over as parsed: building a
+        ``ChatCompletionChunk`` of each (the SDK's ``construct_type``, unvalidated anyway)
+        was a quarter of the hub's CPU while an answer streams (``benchmarks.chat_turns
+        --chunks 200 --stream``); :meth:`stream` reads the few fields it needs and checks
+        their shapes.
         """
         return await self.client.post(
             "/chat/completions",
-            body=body,
+            # Encoded here, by orjson: the SDK's json.dumps of the whole history was 8 % of the
+            # hub's CPU in a streamed turn. Bytes go out as they are (same JSON; a lone
+            # surrogate still fails as the SDK's encoder fails).
+            content=dump_json_bytes(body),
             cast_to=ChatCompletion,
             options={"security": {"bearer_auth": True}},
             stream=True,
-            stream_cls=openai.AsyncStream[ChatCompletionChunk],
+            stream_cls=openai.AsyncStream[object],
         )
 
     async def stream(
@@ -177,31 +204,38 @@ class OpenAIModel:
         try:
             chunks = await self._open(messages, tools)
             async with chunks:
-                async for chunk in chunks:
+                async for received in chunks:
                     chunks_seen += 1
-                    if chunk.usage is not None:
-                        usage = _usage(chunk.usage)
-                    for choice in chunk.choices or ():
-                        if choice.finish_reason:
-                            finish = _text(choice.finish_reason)
-                        delta = choice.delta
-                        if delta is None:
+                    if not isinstance(received, dict):
+                        raise TypeError(f"a chunk is not an object: {received!r:.100}")
+                    chunk: dict[str, Any] = received
+                    if chunk.get("usage") is not None:
+                        usage = _usage(chunk["usage"])
+                    for choice in _array(chunk.get("choices"), "choices"):
+                        choice = _object(choice, "a choice")
+                        if reason := choice.get("finish_reason"):
+                            finish = _text(reason)
+                        if choice.get("delta") is None:
                             continue
-                        if content := _text(delta.content):
+                        delta = _object(choice["delta"], "a delta")
+                        if content := _text(delta.get("content")):
                             size += len(content)
                             text.append(content)
                             yield TextDelta(content)
-                        for part in delta.tool_calls or ():
-                            index = part.index if isinstance(part.index, int) else len(calls)
-                            parts = calls.setdefault(index, _ToolCallParts())
-                            if part.id:
-                                parts.id = _text(part.id)
-                            if part.function is not None:
-                                if part.function.name:
-                                    parts.name += _text(part.function.name)
-                                if part.function.arguments:
+                        for part in _array(delta.get("tool_calls"), "tool_calls"):
+                            part = _object(part, "a tool call")
+                            index = part.get("index")
+                            parts = calls.setdefault(
+                                index if isinstance(index, int) else len(calls), _ToolCallParts()
+                            )
+                            if call_id := part.get("id"):
+                                parts.id = _text(call_id)
+                            if part.get("function") is not None:
+                                function = _object(part["function"], "a function")
+                                if name := function.get("name"):
+                                    parts.name += _text(name)
+                                if piece := function.get("arguments"):
                                     # Joined before made valid: a UTF-16 pair may come in two pieces.
-                                    piece = part.function.arguments
                                     parts.arguments.append(piece if isinstance(piece, str) else _text(piece))
                                     size += len(parts.arguments[-1])
                     if size > self.max_answer_chars:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from hub.chat import EventQueue
 from hub.llm.model import ModelError, ModelTurn, TextDelta
 from hub.llm.openai_model import OpenAIModel
 from tests.scripted_llm import Fail, Raw, ScriptedLLM
@@ -116,3 +117,38 @@ async def test_an_upstream_message_never_carries_the_api_key_or_the_urls_passwor
     with pytest.raises(ModelError) as failed:
         await answer(llm, Fail(garbage="nope"), base_url=f"http://user:hunter2@127.0.0.1:{llm.port}/v1")
     assert "hunter2" not in failed.value.message and f"http://127.0.0.1:{llm.port}/v1" in failed.value.message
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        "data: [1, 2]\n\n",  # a chunk that is not an object
+        "data: null\n\n",
+        {"choices": "abc"},
+        {"choices": [7]},
+        {"choices": [{"index": 0, "delta": "text"}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": {"index": 0}}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": "f"}]}}]},
+        {"choices": [], "usage": ["not", "an", "object"]},
+        {"choices": [], "usage": {"prompt_tokens": "many"}},
+    ],
+)
+async def test_a_chunk_of_the_wrong_shape_is_the_endpoints_error_not_the_hubs(
+    llm: ScriptedLLM, chunk: dict[str, Any] | str
+) -> None:
+    """Chunks are read as the JSON they came as (no SDK model): every shape the hub cannot read is a
+    ModelError naming the endpoint, never an exception of the hub's own."""
+    with pytest.raises(ModelError, match="not a chat completion"):
+        await answer(llm, Raw([delta(content="hi"), chunk, DONE]))
+
+
+async def test_a_turns_events_end_where_it_closed_them() -> None:
+    """The stream's end is queued after the turn's last event (an event put later is never read)."""
+    events = EventQueue()
+    events.put("text", {"text": "a"})
+    events.put("text", {"text": "b"})
+    events.close()
+    events.put("text", {"text": "late"})
+    assert await events.get() == ("text", {"text": "a"})
+    assert events.get_nowait() == ("text", {"text": "b"})
+    assert await events.get() is None
