@@ -32,6 +32,7 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 
+from benchmarks.link import SlowLink
 from benchmarks.processes import (
     free_port,
     rss_kib,
@@ -207,12 +208,15 @@ class Setup:
     home: Path
     clients: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    async def connect_client(self, root: Path, name: str, timeout: float = 30) -> Workspace:
+    async def connect_client(
+        self, root: Path, name: str, timeout: float = 30, *options: str, port: int | None = None
+    ) -> Workspace:
         process = start_client(
-            f"ws://127.0.0.1:{self.port}/ws/workspace",
+            f"ws://127.0.0.1:{port or self.port}/ws/workspace",
             root,
             name,
             {"AIHUB_TOKEN": TOKEN, "AIHUB_HOME": str(self.home)},
+            *options,
         )
         self.clients.append(process)
         deadline = time.monotonic() + timeout
@@ -310,8 +314,10 @@ async def listing(report: Report, setup: Setup, scratch: Path, files: int) -> No
         return len(result.get("files", []))
 
     find = _run_seconds(["find", str(root), "-not", "-path", "*/.git/*"])
+    everything = 0.0
     for respect in (False, True):
         ours = await _best_of(3, lambda respect=respect: list_all(respect))  # type: ignore[misc]
+        everything = everything or ours
         count = await list_all(respect)
         label = "with .gitignore" if respect else "everything"
         report.add(Row(f"recursive list_files, {files:,} files ({label})", ours * 1000, "ms", "find on the same tree",
@@ -319,6 +325,11 @@ async def listing(report: Report, setup: Setup, scratch: Path, files: int) -> No
     if git:
         ls_files = _run_seconds([git, "ls-files"], cwd=root)
         report.add(Row("  (git ls-files on the same tree, for reference)", ls_files * 1000, "ms"))
+    # find reads folders only; each of our rows has the size, one fstatat per entry: find with the
+    # same information costs that too.
+    same = _run_seconds(["find", str(root), "-not", "-path", "*/.git/*", "-printf", "%P\t%y\t%s\n"])
+    report.add(Row("  (find -printf of path, type and size: the rows' information, for reference)",
+                   same * 1000, "ms", notes=f"list_files (everything) is {everything / same:.1f}x it"))  # fmt: skip
 
 
 async def reading(report: Report, setup: Setup, scratch: Path, big_mib: int, small_files: int) -> None:
@@ -378,6 +389,64 @@ async def searching(report: Report, setup: Setup, scratch: Path, files: int) -> 
     grep = _run_seconds(["grep", "-rnE", "NEEDLE = .found", "."], cwd=root)
     report.add(Row(f"search_files over {files:,} files", ours * 1000, "ms", "grep -rn on the same", grep * 1000,
                    ours / grep, "<= 2x grep", ours / grep <= 2))  # fmt: skip
+
+
+REPO = Path(__file__).resolve().parents[1]
+#: The link of the compression figure: 20 Mbit/s each way, 20 ms round trip (a VPN, a laptop's Wi-Fi).
+LINK_BYTES_PER_S = 2_500_000
+LINK_DELAY_S = 0.010
+
+
+async def link(report: Report, setup: Setup, scratch: Path, quick: bool) -> None:
+    """Compression on and off, over a slow link and over loopback (the client's default picks by host)."""
+    root = scratch / "link"
+    sources = root / "src"
+    sources.mkdir(parents=True)
+    names = []
+    for package in ("hub", "rpc_client", "schemas"):  # real source code, as the AI reads it
+        for path in sorted((REPO / package).glob("*.py")):
+            (sources / f"{package}_{path.name}").write_bytes(path.read_bytes())
+            names.append(f"src/{package}_{path.name}")
+    names = names[:10] if quick else names
+    size = sum((root / n).stat().st_size for n in names)
+    tree_files = 500 if quick else 5_000
+    _make_tree(root / "tree", tree_files)
+
+    async def timed(workspace: Workspace) -> tuple[float, float]:
+        async def read() -> None:
+            answer = await workspace.call("read_files", {"files": names}, timeout=60)
+            if getattr(answer, "result", None) is None:
+                raise RuntimeError(f"read_files failed: {answer!r:.300}")
+
+        async def listing() -> None:
+            await workspace.call("list_files", {"path": "tree", "recursive": True}, timeout=60)
+
+        return await _best_of(3, read), await _best_of(3, listing)
+
+    async def figures(port: int, label: str, remote: bool) -> None:
+        timings: dict[str, tuple[float, float]] = {}
+        for mode in ("deflate", "none"):
+            workspace = await setup.connect_client(
+                root, f"link-{label}-{mode}", 30, "--compression", mode, port=port
+            )
+            timings[mode] = await timed(workspace)
+        (read_on, list_on), (read_off, list_off) = timings["deflate"], timings["none"]
+        # The client compresses by default to a remote hub only: that should be where it is faster.
+        target = "< 1x: on by default" if remote else "(off by default)"
+        report.add(Row(f"read_files of {len(names)} source files ({size / 1e3:,.0f} kB), {label}, compressed",
+                       read_on * 1000, "ms", "the same uncompressed", read_off * 1000, read_on / read_off, target,
+                       read_on < read_off if remote else None))  # fmt: skip
+        report.add(Row(f"list_files of {tree_files:,} files, {label}, compressed", list_on * 1000, "ms",
+                       "the same uncompressed", list_off * 1000, list_on / list_off, target,
+                       list_on < list_off if remote else None))  # fmt: skip
+
+    async with SlowLink(setup.port, LINK_BYTES_PER_S, LINK_DELAY_S) as slow:
+        await figures(
+            slow.port,
+            f"over a {LINK_BYTES_PER_S * 8 / 1e6:g} Mbit/s link, {LINK_DELAY_S * 2e3:g} ms RTT",
+            True,
+        )
+    await figures(setup.port, "on loopback", False)
 
 
 async def idle_workspaces(report: Report, scratch: Path, count: int, n: int) -> None:
@@ -468,7 +537,7 @@ async def start_times(report: Report, scratch: Path) -> None:
                    notes=f"and to its first answered call: {first_call * 1000:,.0f} ms"))  # fmt: skip
 
 
-FIGURES = ("round_trips", "listing", "reading", "searching", "idle", "start")
+FIGURES = ("round_trips", "listing", "reading", "searching", "link", "idle", "start")
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -502,6 +571,8 @@ async def main(args: argparse.Namespace) -> int:
             await reading(report, setup, scratch, 2 if quick else 50, 100 if quick else 2_000)
         if "searching" in only:
             await searching(report, setup, scratch, 500 if quick else 20_000)
+        if "link" in only:
+            await link(report, setup, scratch, quick)
         if "idle" in only:
             await idle_workspaces(report, scratch, 50 if quick else 1_000, min(args.n, 500))
         if "start" in only:

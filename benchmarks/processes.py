@@ -41,11 +41,13 @@ def start_hub(port: int, env: Mapping[str, str], *flags: str) -> subprocess.Pope
     )  # fmt: skip
 
 
-def start_client(url: str, root: Path, name: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+def start_client(
+    url: str, root: Path, name: str, env: Mapping[str, str], *options: str
+) -> subprocess.Popen[bytes]:
     """``aihub-client`` for ``root``: dangerous commands denied, no bubblewrap (the figures are the hub's)."""
     return subprocess.Popen(
         [sys.executable, "-m", "rpc_client.cli", "--hub", url, "--root", str(root), "--name", name,
-         "--dangerous", "deny", "--sandbox", "none"],
+         "--dangerous", "deny", "--sandbox", "none", *options],
         env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 

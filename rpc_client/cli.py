@@ -83,6 +83,10 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+#: --compression: None lets the hub's host decide (see transport.compresses).
+COMPRESSION: dict[str, bool | None] = {"auto": None, "deflate": True, "none": False}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aihub-client", description="Connect a project folder to an AI Hub.")
     p.add_argument(
@@ -136,6 +140,12 @@ def parser() -> argparse.ArgumentParser:
         "--insecure",
         action="store_true",
         help="allow a plain ws:// URL to a host other than this machine (the token and your code cross the network unencrypted)",
+    )
+    p.add_argument(
+        "--compression",
+        choices=["auto", "deflate", "none"],
+        default="auto",
+        help="compress frames (permessage-deflate): auto (to a hub on another host, the default), deflate, none",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
     return p
@@ -292,7 +302,11 @@ def main(argv: list[str] | None = None) -> int:
             + ("; read-only" if args.read_only else "")
         )
         with sandbox:
-            asyncio.run(run_until_stopped(HubTarget(args.hub, token, name, tls), ctx, report=report))
+            asyncio.run(
+                run_until_stopped(
+                    HubTarget(args.hub, token, name, tls, COMPRESSION[args.compression]), ctx, report=report
+                )
+            )
         return 0
     except ClientExit as exc:
         report(exc.message)

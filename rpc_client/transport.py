@@ -76,6 +76,8 @@ class HubTarget:
     workspace: str
     #: For wss:// URLs: how the hub's certificate is verified (None: the system's trust store).
     ssl: ssl.SSLContext | None = None
+    #: permessage-deflate: None offers it to a hub on another host only (:func:`compresses`).
+    compress: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,16 @@ async def _answer(ledger: Ledger, key: Key, ctx: ClientContext, request: Request
             request_id, ErrorCode.INTERNAL_ERROR, "the answer held text that is not valid Unicode"
         ).encode()
     await ledger.deliver(key, data)
+
+
+def compresses(target: HubTarget) -> bool:
+    """Whether frames to the hub are compressed (permessage-deflate, if the hub agrees).
+
+    By default only to a hub on another host: on loopback compressing costs CPU and saves
+    nothing; over a network link source code and listings shrink several-fold
+    (``python -m benchmarks --only link`` measures both).
+    """
+    return not is_loopback(target.url) if target.compress is None else target.compress
 
 
 def is_loopback(url: str) -> bool:
@@ -274,8 +286,7 @@ async def _stay_connected(
                 max_size=MAX_FRAME_BYTES,
                 open_timeout=HANDSHAKE_TIMEOUT_S,
                 proxy=None,
-                # Compressing costs more CPU than it saves bytes on loopback; a remote link keeps it.
-                compression=None if is_loopback(target.url) else "deflate",
+                compression="deflate" if compresses(target) else None,
                 ssl=target.ssl,
             ) as ws:
                 answered = await handshake(ws, target.workspace, session)
