@@ -65,12 +65,12 @@ class SlowLink:
 
         sender = asyncio.create_task(deliver())
         try:
-            while data := await reader.read(64 * 1024):
+            while not sender.done() and (data := await reader.read(64 * 1024)):  # a failed sender ends it
                 self.passed[way] += len(data)
                 waiting.put_nowait((loop.time() + self.delay, data))
             waiting.put_nowait((loop.time() + self.delay, b""))
             await sender
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:
             pass
         finally:
             sender.cancel()

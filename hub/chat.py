@@ -302,7 +302,7 @@ def build_router(registry: Registry, service: ChatService, require_token: Callab
             events = EventQueue()
             turn, recorder, task = service.begin(workspace, chat_request, events.put)
             return StreamingResponse(
-                _stream(service, turn, recorder, task, events),
+                streamed_turn(service, turn, recorder, task, events),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
             )
@@ -343,25 +343,41 @@ def build_router(registry: Registry, service: ChatService, require_token: Callab
     return router
 
 
-async def _stream(
+def streamed_turn(
     service: ChatService,
     turn: Turn,
     recorder: TurnRecorder,
     task: asyncio.Task[TurnResult],
     events: EventQueue,
 ) -> AsyncIterator[str]:
-    """``start``, the turn's events as they happen, then ``done`` or ``error``.
+    """The body of a turn's event stream; the turn is waited for (and its end recorded) from now on.
 
-    The caller hanging up closes this generator: the turn is cancelled (its
-    commands withdrawn) and recorded as cancelled.
+    Not from the body itself: a body closed at its first event, or never started, would
+    leave the turn unrecorded and its conversation busy (every later turn a 409).
     """
-    conversation_id = recorder.conversation_id
-    yield _event(
-        "start", {"conversation_id": conversation_id, "turn": recorder.turn, "model": turn.model.name}
-    )
     finished = asyncio.ensure_future(service.finish(turn, recorder, task))
     finished.add_done_callback(lambda _: events.close())  # after every event the turn put
+    return _stream(finished, task, turn, recorder, events)
+
+
+async def _stream(
+    finished: asyncio.Future[TurnResult],
+    task: asyncio.Task[TurnResult],
+    turn: Turn,
+    recorder: TurnRecorder,
+    events: EventQueue,
+) -> AsyncIterator[str]:
+    """``start``, the turn's events as they happen, then ``done`` or ``error``.
+
+    ``finished`` is the turn's :meth:`ChatService.finish`, whose end closes ``events``.
+    The caller hanging up closes this generator: the turn (``task``) is cancelled (its
+    commands withdrawn), and ``finished`` records it as cancelled.
+    """
+    conversation_id = recorder.conversation_id
     try:
+        yield _event(
+            "start", {"conversation_id": conversation_id, "turn": recorder.turn, "model": turn.model.name}
+        )
         ended = False
         while not ended and (event := await events.get()) is not None:
             # The events already waiting go out in the same write (a model's chunks often
@@ -384,7 +400,8 @@ async def _stream(
         yield _event("done", turn_answer(conversation_id, result))
     finally:
         if not finished.done():
-            finished.cancel()
+            # The turn, not `finished`: cancelled before its first step, `finished` would record nothing.
+            task.cancel()
             with contextlib.suppress(BaseException):
                 await finished
 

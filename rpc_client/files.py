@@ -300,13 +300,16 @@ def _read_lines(
     last = None if count is None else first + count - 1
     with sandbox.open_file(path, max_bytes=max_file_bytes, guard=guard) as reader:
         identity = reader.identity()
-        known = _LINE_INDEX.get(identity)
+        with _LINE_INDEX_LOCK:  # reads run in worker threads
+            known = _LINE_INDEX.get(identity)
+            if known is not None:
+                _LINE_INDEX.move_to_end(identity)
         if known is not None:
-            _LINE_INDEX.move_to_end(identity)
             page = _indexed_page(reader, path, first, last, known, budget, streamed)
             if page is not None:
                 return page, known[0], known[1]
-            del _LINE_INDEX[identity]  # it changed without its identity changing: read it afresh
+            with _LINE_INDEX_LOCK:  # it changed without its identity changing: read it afresh
+                _LINE_INDEX.pop(identity, None)
             reader.seek(0)
         digest = hashlib.sha256()
         picked: list[bytes] = []
@@ -345,9 +348,10 @@ def _read_lines(
                 raise _too_many_lines(path, budget)
             picked.append(chunk[pos:end])
     total = line - 1 + (0 if tail_newline else 1)
-    _LINE_INDEX[identity] = (digest.hexdigest(), total, index)
-    while len(_LINE_INDEX) > LINE_INDEX_FILES:
-        _LINE_INDEX.popitem(last=False)
+    with _LINE_INDEX_LOCK:
+        _LINE_INDEX[identity] = (digest.hexdigest(), total, index)
+        while len(_LINE_INDEX) > LINE_INDEX_FILES:
+            _LINE_INDEX.popitem(last=False)
     return b"".join(picked), digest.hexdigest(), total
 
 
@@ -384,7 +388,8 @@ def _indexed_page(
     """Lines ``first`` to ``last`` of a file paged before, read in one go from where its index says they are.
 
     None if the bytes no longer hold the lines the index says (the file changed without its
-    size or time changing): the caller reads it afresh.
+    size or time changing): the caller reads it afresh. What is answered holds exactly the
+    lines asked (their newlines are counted), so the caller's newline count is exact.
     """
     _, total, index = known
     if first > total or not index:
@@ -418,7 +423,13 @@ def _indexed_page(
         return None
     if stop - start > budget:
         raise _too_many_lines(path, budget)
-    return data[start:stop]
+    page = data[start:stop]
+    lines = last - first + 1
+    ends = page.endswith(b"\n")  # or it is the file's last line, which has no newline
+    whole = ends or (last == total and stop == len(data))
+    if not whole or page.count(b"\n") != (lines if ends else lines - 1):
+        return None  # the index is stale: its line numbers do not match these bytes
+    return page
 
 
 #: Files paged recently: their digest, line count and where each 1 MiB chunk starts, keyed by
@@ -428,6 +439,8 @@ def _indexed_page(
 #: conflict, never overwrite; a page whose bytes no longer hold the lines the index says is
 #: read afresh.)
 LINE_INDEX_FILES = 16
+_LINE_INDEX_LOCK = threading.Lock()
+
 _LINE_INDEX: collections.OrderedDict[
     tuple[int, int, int, int, int], tuple[str, int, list[tuple[int, int]]]
 ] = collections.OrderedDict()

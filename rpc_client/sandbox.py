@@ -401,7 +401,8 @@ class FileReader:
 
     def read_at(self, offset: int, size: int) -> bytes:
         """``size`` bytes from byte ``offset`` in one buffer (fewer at the end of the file); TOO_LARGE when
-        ``size`` is over ``max_bytes``."""
+        ``size`` is over ``max_bytes``, which the bytes read are then charged to (a later read of the
+        same reader may read only what is left)."""
         if size > self.max_bytes:
             raise Sandbox._too_large(self.path, None, self.max_bytes)
         parts: list[bytes] = []
@@ -415,6 +416,7 @@ class FileReader:
                 got += len(part)
         except OSError as exc:
             raise _os_error(exc, self.path) from None
+        self.max_bytes -= got
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
 

@@ -233,7 +233,9 @@ class OpenAIModel:
                             if part.get("function") is not None:
                                 function = _object(part["function"], "a function")
                                 if name := function.get("name"):
-                                    parts.name += _text(name)
+                                    named = _text(name)
+                                    parts.name += named
+                                    size += len(named)
                                 if piece := function.get("arguments"):
                                     # Joined before made valid: a UTF-16 pair may come in two pieces.
                                     parts.arguments.append(piece if isinstance(piece, str) else _text(piece))
@@ -252,6 +254,8 @@ class OpenAIModel:
             TypeError,
             AttributeError,
             KeyError,
+            OverflowError,  # a count of 1e400 tokens
+            RecursionError,  # JSON nested hundreds deep
         ) as exc:
             raise upstream_error(exc, self.base_url, self.api_key) from None
         if chunks_seen == 0:

@@ -152,3 +152,29 @@ async def test_a_turns_events_end_where_it_closed_them() -> None:
     assert await events.get() == ("text", {"text": "a"})
     assert events.get_nowait() == ("text", {"text": "b"})
     assert await events.get() is None
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        'data: {"choices": [], "usage": {"prompt_tokens": 1e400}}\n\n',
+        'data: {"choices":[{"index":0,"delta":{"content":' + "[" * 400 + "]" * 400 + "}}]}\n\n",
+    ],
+    ids=["usage-inf", "nested-content"],
+)
+async def test_a_number_out_of_range_or_nesting_too_deep_is_the_endpoints_error(
+    llm: ScriptedLLM, chunk: str
+) -> None:
+    """Found by review (older than the chunk reader): OverflowError and RecursionError were the hub's own
+    failure, with a traceback in its log."""
+    with pytest.raises(ModelError, match="not a chat completion"):
+        await answer(llm, Raw([delta(content="hi"), chunk, DONE]))
+
+
+async def test_tool_call_names_count_toward_the_answers_size(llm: ScriptedLLM) -> None:
+    with pytest.raises(ModelError, match="over 1000 characters"):
+        await answer(
+            llm,
+            Raw([call_delta(0, id="a", function={"name": "n" * 600})] * 3 + [DONE]),
+            max_answer_chars=1000,
+        )

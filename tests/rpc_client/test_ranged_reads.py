@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -319,3 +320,116 @@ def test_a_page_whose_bytes_lost_their_lines_is_read_afresh(
         data, digest, total = page(200_000, 1)
     assert (data, total) == (b"", 1)
     assert digest == hashlib.sha256(big.read_bytes()).hexdigest()
+
+
+# Where times are too coarse to tell an in-place rewrite of the same size (kernels before 6.13,
+# FAT, SMB, NFS), and when two threads page the same file: found by a review of the line index.
+STALE = b"".join(
+    b"%07d\n" % i for i in range(400_000)
+)  # 3.2 MB, 8-byte lines: chunks of 1 MiB start at lines
+# 1, 131073, 262145, 393217
+
+
+@pytest.fixture
+def same_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a coarse clock gives: a rewrite of the same size in the same tick keeps the identity."""
+    monkeypatch.setattr(FileReader, "identity", lambda self: (0, 0, 0, 0, 0))
+    files._LINE_INDEX.clear()
+
+
+def test_a_stale_index_never_answers_more_lines_than_asked(tmp_path: Path, same_identity: None) -> None:
+    big = tmp_path / "f.txt"
+    big.write_bytes(STALE)
+    with Sandbox(tmp_path) as sb:
+
+        def page(first: int, count: int) -> bytes:
+            return files._read_lines(
+                sb, "f.txt", first, count, max_file_bytes=1 << 30, budget=1 << 30, guard=None
+            )[0]
+
+        assert page(1, 1) == b"0000000\n"  # indexed
+        b = b"".join(b"%03d\n" % (i % 1000) for i in range(800_000))  # same size, 4-byte lines
+        assert len(b) == len(STALE)
+        big.write_bytes(b)
+        got = page(131_072, 2)
+    # Either the lines 131072-131073 of the file as it is now, or at least two lines: the page
+    # spans a chunk boundary and the index is trusted for where chunk 1 starts.
+    newlines = got.count(b"\n")
+    assert newlines == 2, f"asked 2 lines, got {newlines} ({len(got)} bytes)"
+    assert got == b"".join(b.splitlines(keepends=True)[131_071:131_073])
+
+
+def test_a_stale_index_page_never_goes_over_the_answer_budget(tmp_path: Path, same_identity: None) -> None:
+    big = tmp_path / "f.txt"
+    big.write_bytes(STALE)
+    first = 300_001  # in the chunk at 2 MiB (line 262145): 37856 newlines after its start
+    start = 2 * 1024 * 1024
+    head = b"a" * start + b"\n" * (300_001 - 262_145)
+    rest = len(STALE) - len(head)
+    # 100000 lines asked (300001 to 400000): as many escaped bytes, but 99999 of them control
+    # characters (6 bytes each in JSON) and a single newline.
+    b = head + b"\x01" * 99_999 + b"a" * (rest - 100_000) + b"\n"
+    assert len(b) == len(STALE)
+    params = ReadFilesParams(files=["f.txt"], offset=first)
+    with Sandbox(tmp_path) as sb:
+        files.read_files(sb, ReadFilesParams(files=["f.txt"], offset=1, limit=1), FileLimits())  # indexed
+        big.write_bytes(b)
+        content = b[len(head) :].decode()
+        # 300 kB short of the true size: the estimate counts the control characters as newlines.
+        budget = files._json_size(content) + files._json_size("f.txt") - 300_000
+        try:
+            got = files.read_files(sb, params, FileLimits(max_answer_bytes=budget))
+        except RpcError:
+            return  # refused: the budget held
+    size = files._json_size(got["files"]["f.txt"]) + files._json_size("f.txt")
+    assert size <= budget, f"answer of {size} bytes for a budget of {budget}"
+
+
+def test_two_threads_paging_a_changed_file_both_answer(tmp_path: Path, same_identity: None) -> None:
+    big = tmp_path / "f.txt"
+    big.write_bytes(STALE)
+    with Sandbox(tmp_path) as sb:
+        files._read_lines(sb, "f.txt", 1, 1, max_file_bytes=1 << 30, budget=1 << 30, guard=None)  # indexed
+        big.write_bytes(b"z" * (len(STALE) - 1) + b"\n")  # the index's newlines are gone: each reads afresh
+        barrier = threading.Barrier(2, timeout=10)
+        original = FileReader.read_at
+
+        def read_at(self: FileReader, offset: int, size: int) -> bytes:
+            data = original(self, offset, size)
+            barrier.wait()  # both threads found the index stale at the same time
+            return data
+
+        errors: list[BaseException] = []
+
+        def page() -> None:
+            try:
+                files._read_lines(sb, "f.txt", 200_000, 1, max_file_bytes=1 << 30, budget=1 << 30, guard=None)
+            except BaseException as exc:
+                errors.append(exc)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(FileReader, "read_at", read_at)
+            threads = [threading.Thread(target=page) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+    assert errors == []
+
+
+def test_a_stale_page_read_afresh_stays_within_the_calls_read_cap(
+    tmp_path: Path, same_identity: None
+) -> None:
+    """The bytes read for the stale page count against what the call may still read."""
+    big = tmp_path / "f.txt"
+    big.write_bytes(STALE)
+    with Sandbox(tmp_path) as sb:
+        files._read_lines(sb, "f.txt", 1, 1, max_file_bytes=1 << 30, budget=1 << 30, guard=None)  # indexed
+        big.write_bytes(b"z" * (len(STALE) - 1) + b"\n")
+        with pytest.raises(RpcError, match="too large"):
+            files._read_lines(sb, "f.txt", 200_000, 1, max_file_bytes=len(STALE), budget=1 << 30, guard=None)
+        files._LINE_INDEX.clear()
+        assert (
+            files._read_lines(sb, "f.txt", 1, 1, max_file_bytes=len(STALE), budget=1 << 30, guard=None)[2]
+            == 1
+        )
