@@ -421,15 +421,14 @@ def _indexed_page(
             stop = _after_newlines(data, max(start, tail - begin), last - max(tail_line, first) + 1)
     except ValueError:
         return None
+    lines = last - first + 1
+    ends = stop > start and data[stop - 1] == 0x0A  # or it is the file's last line, which has no newline
+    whole = ends or (last == total and stop == len(data))
+    if not whole or data.count(b"\n", start, stop) != (lines if ends else lines - 1):
+        return None  # the index is stale: its line numbers do not match these bytes
     if stop - start > budget:
         raise _too_many_lines(path, budget)
-    page = data[start:stop]
-    lines = last - first + 1
-    ends = page.endswith(b"\n")  # or it is the file's last line, which has no newline
-    whole = ends or (last == total and stop == len(data))
-    if not whole or page.count(b"\n") != (lines if ends else lines - 1):
-        return None  # the index is stale: its line numbers do not match these bytes
-    return page
+    return data[start:stop]
 
 
 #: Files paged recently: their digest, line count and where each 1 MiB chunk starts, keyed by
