@@ -209,7 +209,13 @@ class Setup:
     clients: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     async def connect_client(
-        self, root: Path, name: str, timeout: float = 30, *options: str, port: int | None = None
+        self,
+        root: Path,
+        name: str,
+        timeout: float = 30,
+        *,
+        options: tuple[str, ...] = (),
+        port: int | None = None,
     ) -> Workspace:
         process = start_client(
             f"ws://127.0.0.1:{port or self.port}/ws/workspace",
@@ -419,7 +425,9 @@ async def link(report: Report, setup: Setup, scratch: Path, quick: bool) -> None
                 raise RuntimeError(f"read_files failed: {answer!r:.300}")
 
         async def listing() -> None:
-            await workspace.call("list_files", {"path": "tree", "recursive": True}, timeout=60)
+            answer = await workspace.call("list_files", {"path": "tree", "recursive": True}, timeout=60)
+            if not (getattr(answer, "result", None) or {}).get("files"):
+                raise RuntimeError(f"list_files failed: {answer!r:.300}")
 
         return await _best_of(3, read), await _best_of(3, listing)
 
@@ -427,7 +435,7 @@ async def link(report: Report, setup: Setup, scratch: Path, quick: bool) -> None
         timings: dict[str, tuple[float, float]] = {}
         for mode in ("deflate", "none"):
             workspace = await setup.connect_client(
-                root, f"link-{label}-{mode}", 30, "--compression", mode, port=port
+                root, f"link-{label}-{mode}", options=("--compression", mode), port=port
             )
             timings[mode] = await timed(workspace)
         (read_on, list_on), (read_off, list_off) = timings["deflate"], timings["none"]
